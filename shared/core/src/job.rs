@@ -1,0 +1,23 @@
+//! The job message: one stage of one build, as dispatch puts it on the jobs queue.
+
+use kiln_domain::event::CloudEvent;
+use kiln_domain::plan::StagePlan;
+use kiln_domain::{BuildId, Repo, StageName};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub build: BuildId,
+    pub repo: Repo,
+    /// The stage instance to run (`test`, or `heads#2` for an event-triggered instance).
+    pub stage: StageName,
+    /// The stage's plan: steps, services, timeouts.
+    pub plan: StagePlan,
+    /// The pipeline's environment (the stage's and steps' own env go over it).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// The event that started this instance, for event-triggered stages.
+    #[serde(default)]
+    pub trigger_event: Option<CloudEvent>,
+}

@@ -1,0 +1,1 @@
+//! The runner: takes a job and runs its stage.

@@ -1,0 +1,1 @@
+//! The step output protocol: `::kiln::` lines a step prints, parsed by the runner.

@@ -1,0 +1,1 @@
+//! Local adapters: state in memory plus the data dir, logs as files, queues in process.
