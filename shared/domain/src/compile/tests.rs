@@ -1,0 +1,909 @@
+use super::*;
+use crate::ids::{StageName, StepName};
+use crate::plan::*;
+use std::collections::BTreeMap;
+
+fn ok(src: &str) -> Plan {
+    match compile(src.as_bytes()) {
+        Ok(plan) => plan,
+        Err(errors) => panic!("expected a plan, got:\n{}", lines(&errors)),
+    }
+}
+
+fn errors(src: &str) -> Vec<String> {
+    match compile(src.as_bytes()) {
+        Ok(plan) => panic!("expected errors, got a plan: {plan:?}"),
+        Err(errors) => errors.iter().map(ToString::to_string).collect(),
+    }
+}
+
+fn lines(errors: &[CompileError]) -> String {
+    errors.iter().map(|e| format!("{e}\n")).collect()
+}
+
+#[track_caller]
+fn assert_errors(src: &str, expected: &[&str]) {
+    assert_eq!(errors(src), expected, "for:\n{src}");
+}
+
+fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+const BRIEF_EXAMPLE: &str = r#"version: "1"
+images:                      # catalog entries this pipeline builds
+  - name: base-os
+    providers: [aws, gcp, azure]
+stages:
+  build:
+    steps:
+      - name: compile
+        commands: ["make"]
+  test:
+    needs: [build]
+    services:
+      - name: cache
+        commands: ["redis-server --port 6390"]
+    steps:
+      - name: unit
+        commands: ["make test"]
+  heads:
+    on:
+      - event: coin                 # CloudEvent type
+        where: { content: heads }   # match on fields of the event's data
+        policy: create              # create (default): start an instance per event
+    steps:
+      - name: say
+        commands: ['echo "it was $KILN_EVENT_CONTENT"']   # event data reaches steps as env vars
+"#;
+
+fn step(name: &str, number: u32, commands: &[&str]) -> StepPlan {
+    StepPlan {
+        name: StepName::new(name),
+        number,
+        commands: commands.iter().map(|c| c.to_string()).collect(),
+        env: BTreeMap::new(),
+        timeout_ms: None,
+    }
+}
+
+fn stage(name: &str, needs: &[&str], steps: Vec<StepPlan>) -> StagePlan {
+    StagePlan {
+        name: StageName::new(name),
+        needs: needs.iter().map(|n| StageName::new(*n)).collect(),
+        runs_on: RunsOn::Lambda,
+        timeout_ms: LAMBDA_MAX_TIMEOUT_MS,
+        env: BTreeMap::new(),
+        steps,
+        services: Vec::new(),
+        triggers: Vec::new(),
+    }
+}
+
+// ----- happy paths ------------------------------------------------------------------------
+
+#[test]
+fn brief_example() {
+    let plan = ok(BRIEF_EXAMPLE);
+    let mut test = stage("test", &["build"], vec![step("unit", 2, &["make test"])]);
+    test.services = vec![ServicePlan {
+        name: StepName::new("cache"),
+        number: 1,
+        commands: vec!["redis-server --port 6390".into()],
+        env: BTreeMap::new(),
+    }];
+    let mut heads = stage("heads", &[], vec![step("say", 3, &["echo \"it was $KILN_EVENT_CONTENT\""])]);
+    heads.triggers = vec![Trigger {
+        events: vec!["coin".into()],
+        where_: [("content".to_string(), serde_json::json!("heads"))].into_iter().collect(),
+        policy: TriggerPolicy::Create,
+    }];
+    let expected = Plan {
+        version: "1".into(),
+        env: BTreeMap::new(),
+        stages: vec![stage("build", &[], vec![step("compile", 1, &["make"])]), test, heads],
+        images: vec![ImageSpec {
+            name: "base-os".into(),
+            providers: vec!["aws".into(), "gcp".into(), "azure".into()],
+            built_by: None,
+        }],
+        timeout_ms: DEFAULT_BUILD_TIMEOUT_MS,
+    };
+    assert_eq!(plan, expected);
+    assert!(plan.stage("heads").unwrap().is_event_triggered());
+}
+
+#[test]
+fn topological_order_keeps_file_order_for_ties() {
+    let plan = ok(r#"
+version: 1
+stages:
+  deploy:
+    needs: [test, lint]
+    steps: [{name: ship, commands: [./ship]}]
+  test:
+    needs: build
+    steps: [{name: t1, commands: [a]}, {name: t2, commands: [b]}]
+  lint:
+    steps: [{name: l, commands: [c]}]
+  build:
+    services: [{name: db, commands: [db]}]
+    steps: [{name: b, commands: [d]}]
+  docs:
+    services: [{name: web, commands: [w]}]
+    steps: [{name: d, commands: [e]}]
+"#);
+    let names: Vec<&str> = plan.stages.iter().map(|s| s.name.as_str()).collect();
+    // Ready at first: lint, build, docs → lint (declared first of those); then build; then
+    // test and docs are ready → test; then deploy (declared before docs); then docs.
+    assert_eq!(names, ["lint", "build", "test", "deploy", "docs"]);
+    let steps: Vec<(&str, u32)> =
+        plan.stages.iter().flat_map(|s| s.steps.iter().map(|p| (p.name.as_str(), p.number))).collect();
+    assert_eq!(steps, [("l", 1), ("b", 2), ("t1", 3), ("t2", 4), ("ship", 5), ("d", 6)]);
+    let services: Vec<(&str, u32)> =
+        plan.stages.iter().flat_map(|s| s.services.iter().map(|p| (p.name.as_str(), p.number))).collect();
+    assert_eq!(services, [("db", 1), ("web", 2)]);
+    assert_eq!(plan.stage("deploy").unwrap().needs, [StageName::new("test"), StageName::new("lint")]);
+    assert_eq!(plan.stage("test").unwrap().needs, [StageName::new("build")]);
+}
+
+#[test]
+fn shorthand_steps() {
+    let plan = ok(r#"version: "1"
+env:
+  GREETING: hello
+  COUNT: 3
+  DEBUG: true
+  EMPTY:
+timeout: 30m
+steps:
+  - name: hi
+    commands: echo "$GREETING"
+    timeout: 90s
+    env: { WHO: world }
+  - name: bye
+    commands:
+      - echo one
+      - |
+        echo two
+"#);
+    assert_eq!(plan.env, env(&[("GREETING", "hello"), ("COUNT", "3"), ("DEBUG", "true"), ("EMPTY", "")]));
+    assert_eq!(plan.timeout_ms, 30 * 60 * 1000);
+    assert_eq!(plan.stages.len(), 1);
+    let s = &plan.stages[0];
+    assert_eq!(s.name.as_str(), "default");
+    assert_eq!(s.runs_on, RunsOn::Lambda);
+    assert_eq!(s.timeout_ms, LAMBDA_MAX_TIMEOUT_MS);
+    assert_eq!(s.steps[0].commands, ["echo \"$GREETING\""]);
+    assert_eq!(s.steps[0].timeout_ms, Some(90_000));
+    assert_eq!(s.steps[0].env, env(&[("WHO", "world")]));
+    assert_eq!(s.steps[0].number, 1);
+    assert_eq!(s.steps[1].commands, ["echo one", "echo two\n"]);
+    assert_eq!(s.steps[1].number, 2);
+    assert_eq!(s.steps[1].timeout_ms, None);
+}
+
+#[test]
+fn durations_runs_on_and_triggers() {
+    let plan = ok(r#"version: "1"
+timeout: 1h30m
+stages:
+  quick:
+    timeout: 250ms
+    steps: [{name: a, commands: [x], timeout: 100ms}]
+  edge:
+    timeout: 15m
+    steps: [{name: a, commands: [x]}]
+  long:
+    runs-on: container
+    timeout: 2h
+    env: {MODE: slow}
+    steps: [{name: a, commands: [x], timeout: 1h59m59s}]
+  default-container:
+    runs-on: container
+    steps: [{name: a, commands: [x]}]
+  fanin:
+    on:
+      - event: [build.done, tests.done]
+        where:
+          branch: main
+          attempt: 2
+          ratio: 0.5
+          ok: true
+          none: null
+          tags: [a, 1]
+          nested: {k: "v"}
+      - event: stop
+        policy: delete
+    steps: [{name: a, commands: [x]}]
+  stoppable:
+    needs: [quick]
+    on:
+      - event: halt
+        policy: delete
+    steps: [{name: a, commands: [x]}]
+"#);
+    let timeouts: Vec<u64> = plan.stages.iter().map(|s| s.timeout_ms).collect();
+    // Defaults: a lambda stage gets Lambda's ceiling, a container stage the stage default.
+    assert_eq!(
+        timeouts,
+        [
+            250,
+            15 * 60_000,
+            2 * 3_600_000,
+            DEFAULT_STAGE_TIMEOUT_MS,
+            LAMBDA_MAX_TIMEOUT_MS,
+            LAMBDA_MAX_TIMEOUT_MS
+        ]
+    );
+    assert_eq!(plan.timeout_ms, 5_400_000);
+    assert_eq!(plan.stage("quick").unwrap().timeout_ms, 250);
+    assert_eq!(plan.stage("quick").unwrap().steps[0].timeout_ms, Some(100));
+    assert_eq!(plan.stage("edge").unwrap().timeout_ms, LAMBDA_MAX_TIMEOUT_MS);
+    let long = plan.stage("long").unwrap();
+    assert_eq!((long.runs_on, long.timeout_ms), (RunsOn::Container, 7_200_000));
+    assert_eq!(long.env, env(&[("MODE", "slow")]));
+    assert_eq!(long.steps[0].timeout_ms, Some(7_199_000));
+    let dc = plan.stage("default-container").unwrap();
+    assert_eq!((dc.runs_on, dc.timeout_ms), (RunsOn::Container, DEFAULT_STAGE_TIMEOUT_MS));
+    let fanin = plan.stage("fanin").unwrap();
+    assert!(fanin.is_event_triggered());
+    assert_eq!(fanin.triggers.len(), 2);
+    assert_eq!(fanin.triggers[0].events, ["build.done", "tests.done"]);
+    assert_eq!(fanin.triggers[0].policy, TriggerPolicy::Create);
+    let expected_where: BTreeMap<String, serde_json::Value> = serde_json::from_value(serde_json::json!({
+        "branch": "main", "attempt": 2, "ratio": 0.5, "ok": true, "none": null,
+        "tags": ["a", 1], "nested": {"k": "v"}
+    }))
+    .unwrap();
+    assert_eq!(fanin.triggers[0].where_, expected_where);
+    assert_eq!(fanin.triggers[1].events, ["stop"]);
+    assert_eq!(fanin.triggers[1].policy, TriggerPolicy::Delete);
+    let stoppable = plan.stage("stoppable").unwrap();
+    assert!(!stoppable.is_event_triggered());
+    assert_eq!(stoppable.needs, [StageName::new("quick")]);
+}
+
+#[test]
+fn images_and_names() {
+    let plan = ok(r#"version: "1"
+images:
+  - name: base-os
+    providers: [aws, gcp]
+    built-by: bake
+  - name: "1.0"
+    providers: [local]
+stages:
+  bake:
+    steps:
+      - name: 1
+        commands: [true, 42]
+"#);
+    assert_eq!(
+        plan.images,
+        [
+            ImageSpec {
+                name: "base-os".into(),
+                providers: vec!["aws".into(), "gcp".into()],
+                built_by: Some(StageName::new("bake")),
+            },
+            ImageSpec { name: "1.0".into(), providers: vec!["local".into()], built_by: None },
+        ]
+    );
+    assert_eq!(plan.stages[0].steps[0].name.as_str(), "1");
+    assert_eq!(plan.stages[0].steps[0].commands, ["true", "42"]);
+}
+
+#[test]
+fn bom_crlf_and_anchors() {
+    let src = "\u{feff}version: \"1\"\r\nsteps:\r\n  - &s {name: a, commands: [x]}\r\n";
+    assert_eq!(ok(src).stages[0].steps[0].name.as_str(), "a");
+    // Columns after a BOM match what an editor shows.
+    assert_eq!(
+        errors("\u{feff}version: 2\nsteps: []\n")[0],
+        "1:10: unsupported version \"2\" (supported: \"1\")"
+    );
+}
+
+// ----- errors -----------------------------------------------------------------------------
+
+#[test]
+fn file_level_errors() {
+    let big = vec![b'#'; MAX_PIPELINE_BYTES + 1];
+    assert_eq!(
+        compile(&big).unwrap_err(),
+        [CompileError {
+            line: 1,
+            column: 1,
+            message: format!(
+                "pipeline is {} bytes, more than the limit of 1048576 bytes",
+                MAX_PIPELINE_BYTES + 1
+            )
+        }]
+    );
+    assert_eq!(
+        compile(b"version: \"1\"\nsteps: [\xff]\n").unwrap_err()[0].to_string(),
+        "2:9: pipeline is not valid utf-8 (byte 0xff here)"
+    );
+    assert_errors("", &["1:1: pipeline is empty"]);
+    assert_errors("# nothing\n\n", &["1:1: pipeline is empty"]);
+    assert_errors("---\n", &["1:1: pipeline is empty"]);
+    assert_errors(
+        "- a\n- b\n",
+        &["1:1: a pipeline must be a map with keys like \"version\" and \"stages\", found a list"],
+    );
+    assert_errors(
+        "just text\n",
+        &["1:1: a pipeline must be a map with keys like \"version\" and \"stages\", found a string"],
+    );
+    assert_errors(
+        "version: \"1\"\nsteps: [a\nb: c\n",
+        &["3:2: invalid yaml: illegal placement of ':' indicator"],
+    );
+    assert_errors(
+        "version: \"1\"\nsteps:\n  - name: a\n    commands: [x]\n---\nversion: \"1\"\n",
+        &["5:1: a pipeline is a single yaml document; remove the second one (after \"---\")"],
+    );
+    let deep = format!("version: \"1\"\nsteps: {}{}\n", "[".repeat(100), "]".repeat(100));
+    assert_errors(&deep, &["2:71: lists and maps are nested too deeply (more than 64 levels)"]);
+}
+
+#[test]
+fn aliases_and_tags() {
+    assert_errors(
+        r#"version: !!str 1
+stages:
+  a:
+    steps: &s
+      - name: x
+        commands: [make]
+  b:
+    steps: *s
+  c:
+    steps: !custom [x]
+"#,
+        &[
+            "8:12: yaml aliases (\"*name\") are not supported; write the value out",
+            "10:20: yaml tags are not supported (found \"!custom\")",
+            "10:21: step must be a map, found a string",
+        ],
+    );
+}
+
+#[test]
+fn top_level_errors() {
+    assert_errors(
+        "env: {}\n",
+        &[
+            "1:1: pipeline is missing \"version\"",
+            "1:1: pipeline is missing \"stages\" (or \"steps\" for a single stage)",
+        ],
+    );
+    assert_errors(
+        "version: \"2\"\nsteps: [{name: a, commands: [x]}]\n",
+        &["1:10: unsupported version \"2\" (supported: \"1\")"],
+    );
+    assert_errors(
+        "version: 1.0\nsteps: [{name: a, commands: [x]}]\n",
+        &["1:10: unsupported version \"1.0\" (supported: \"1\")"],
+    );
+    assert_errors(
+        "version: [1]\nsteps: [{name: a, commands: [x]}]\n",
+        &["1:10: \"version\" must be a string, found a list"],
+    );
+    assert_errors(
+        "version: \"1\"\nstages:\n  a:\n    steps: [{name: a, commands: [x]}]\nsteps: [{name: a, commands: [x]}]\n",
+        &["5:1: use either \"stages\" or \"steps\", not both"],
+    );
+    assert_errors(
+        "version: \"1\"\nstage:\n  a: {}\n",
+        &["2:1: unknown key \"stage\" in pipeline; did you mean \"stages\"?"],
+    );
+    assert_errors("version: \"1\"\nstages: []\n", &["2:9: \"stages\" must be a map, found a list"]);
+    assert_errors("version: \"1\"\nstages: {}\n", &["2:9: \"stages\" is empty: add at least one stage"]);
+    assert_errors("version: \"1\"\nsteps: []\n", &["2:8: \"steps\" is empty: add at least one step"]);
+    assert_errors("version: \"1\"\nsteps:\n", &["2:1: \"steps\" must be a list, found nothing"]);
+    assert_errors(
+        "version: \"1\"\nversion: \"1\"\nsteps: [{name: a, commands: [x]}]\n",
+        &["2:1: duplicate key \"version\" (first on line 1)"],
+    );
+    assert_errors(
+        "version: \"1\"\nwhatever: 1\nsteps: [{name: a, commands: [x]}]\n",
+        &[
+            "2:1: unknown key \"whatever\" in pipeline; valid keys: version, env, timeout, images, stages, steps",
+        ],
+    );
+    assert_errors(
+        "version: \"1\"\n[a]: 1\nsteps: [{name: a, commands: [x]}]\n",
+        &["2:1: keys must be strings, found a list"],
+    );
+}
+
+#[test]
+fn key_and_type_errors() {
+    assert_errors(
+        r#"version: "1"
+stages:
+  build:
+    step:
+      - name: a
+  test:
+    steps: "make"
+    needs: {build: true}
+    runs-on: 3
+    on: {event: x}
+  lint:
+    steps:
+      - name: a
+        comands: [x]
+      - make
+      - name: b
+        commands: [{echo: hi}, [x], ~, "", "  "]
+      - name: c
+        commands: []
+      - name: d
+        commands: 7
+"#,
+        &[
+            "4:5: unknown key \"step\" in stage; did you mean \"steps\"?",
+            "7:12: \"steps\" must be a list, found a string",
+            "8:12: \"needs\" must be a list of stage names, found a map",
+            "9:14: \"runs-on\" must be a string, found a number",
+            "10:9: \"on\" must be a list, found a map",
+            "14:9: unknown key \"comands\" in step; did you mean \"commands\"?",
+            "15:9: step must be a map, found a string",
+            "17:20: command must be a string, found a map (quote a command that contains \": \")",
+            "17:32: command must be a string, found a list",
+            "17:37: command must be a string, found nothing",
+            "17:40: empty command",
+            "17:44: empty command",
+            "19:19: \"commands\" is empty: add at least one command",
+        ],
+    );
+}
+
+#[test]
+fn names_and_duplicates() {
+    assert_errors(
+        r#"version: "1"
+images:
+  - name: base os
+    providers: []
+  - name: img
+    providers: [aws, aws, "a b"]
+    built-by: biuld
+  - name: img
+    providers: [x]
+  - providers: [x]
+  - name: lonely
+stages:
+  build:
+    services:
+      - name: db
+        commands: [d]
+      - name: db
+        commands: [d]
+      - name: one
+        commands: [x]
+    steps:
+      - name: one
+        commands: [x]
+      - name: one
+        commands: [y]
+      - name: "two words"
+        commands: [z]
+      - commands: [w]
+  build:
+    steps: [{name: a, commands: [x]}]
+  "-bad":
+    env:
+      GOOD_1: x
+      1BAD: y
+      GOOD_1: z
+      LIST: [a]
+    steps: [{name: a, commands: [x]}]
+"#,
+        &[
+            "3:11: invalid image name \"base os\": use letters, digits, \".\", \"_\" and \"-\", starting with a letter or digit, at most 63 characters",
+            "4:16: image has no providers: list at least one",
+            "6:22: duplicate provider \"aws\" in image \"img\" (first on line 6)",
+            "6:27: invalid provider name \"a b\": use letters, digits, \".\", \"_\" and \"-\", starting with a letter or digit, at most 63 characters",
+            "7:15: \"built-by\" names unknown stage \"biuld\"; did you mean \"build\"?",
+            "8:11: duplicate image \"img\" (first on line 5)",
+            "10:5: image is missing \"name\"",
+            "11:5: image \"lonely\" is missing \"providers\"",
+            "17:15: duplicate service \"db\" in stage \"build\" (first on line 15)",
+            "19:15: service \"one\" in stage \"build\" has the same name as a step; rename one",
+            "24:15: duplicate step \"one\" in stage \"build\" (first on line 22)",
+            "26:15: invalid step name \"two words\": use letters, digits, \".\", \"_\" and \"-\", starting with a letter or digit, at most 63 characters",
+            "28:9: step is missing \"name\"",
+            "29:3: duplicate stage \"build\" (first on line 13)",
+            "31:3: invalid stage name \"-bad\": use letters, digits, \".\", \"_\" and \"-\", starting with a letter or digit, at most 63 characters",
+            "34:7: invalid environment variable name \"1BAD\": use letters, digits and \"_\", not starting with a digit",
+            "35:7: duplicate key \"GOOD_1\" (first on line 33)",
+            "36:13: env value for \"LIST\" must be a string, number or boolean, found a list",
+        ],
+    );
+}
+
+#[test]
+fn needs_errors() {
+    assert_errors(
+        r#"version: "1"
+stages:
+  a:
+    needs: [b]
+    steps: [{name: s, commands: [x]}]
+  b:
+    needs: [c, c]
+    steps: [{name: s, commands: [x]}]
+  c:
+    needs: a
+    steps: [{name: s, commands: [x]}]
+  d:
+    needs: [d, tset, zzzzzz, a]
+    steps: [{name: s, commands: [x]}]
+  e:
+    needs: [f]
+    steps: [{name: s, commands: [x]}]
+  f:
+    needs: [e]
+    steps: [{name: s, commands: [x]}]
+  g:
+    needs: [e]
+    steps: [{name: s, commands: [x]}]
+"#,
+        &[
+            "3:3: cycle in needs: a -> b -> c -> a",
+            "7:16: stage \"c\" is listed twice in \"needs\"",
+            "13:13: stage \"d\" needs itself",
+            "13:16: needs unknown stage \"tset\"",
+            "13:22: needs unknown stage \"zzzzzz\"",
+            "15:3: cycle in needs: e -> f -> e",
+        ],
+    );
+    assert_errors(
+        r#"version: "1"
+stages:
+  build:
+    steps: [{name: s, commands: [x]}]
+  test:
+    needs: [biuld]
+    steps: [{name: s, commands: [x]}]
+"#,
+        &["6:13: needs unknown stage \"biuld\"; did you mean \"build\"?"],
+    );
+}
+
+#[test]
+fn timeouts_runs_on_and_triggers_errors() {
+    assert_errors(
+        r#"version: "1"
+timeout: 10
+stages:
+  a:
+    timeout: 20m
+    steps: [{name: s, commands: [x], timeout: 0s}]
+  b:
+    runs-on: fargate
+    timeout: 1h 30m
+    steps: [{name: s, commands: [x], timeout: [1]}]
+  c:
+    needs: [a]
+    on:
+      - event: go
+      - policy: remove
+      - event: [x, x, "", 3]
+        where: [a]
+        when: now
+      - event: []
+    steps: [{name: s, commands: [x]}]
+"#,
+        &[
+            "2:10: bad duration \"10\": use a unit, e.g. \"10s\"",
+            "5:14: timeout 20m is longer than runs-on: lambda allows (15m); use runs-on: container for longer stages",
+            "6:47: bad duration \"0s\": must be more than zero",
+            "8:14: bad runs-on \"fargate\": use \"lambda\" or \"container\"",
+            "9:14: bad duration \"1h 30m\": use a number and a unit (ms, s, m, h), e.g. \"90s\" or \"1h30m\"",
+            "10:47: \"timeout\" must be a duration like \"90s\", found a list",
+            "12:5: \"needs\" cannot be combined with a create trigger: an event-triggered stage starts on events, not after other stages",
+            "15:9: trigger is missing \"event\"",
+            "15:17: bad policy \"remove\": use \"create\" or \"delete\"",
+            "16:20: event type \"x\" is listed twice",
+            "16:23: empty event type",
+            "16:27: an event type must be a string, found a number",
+            "17:16: \"where\" must be a map, found a list",
+            "18:9: unknown key \"when\" in trigger; did you mean \"where\"?",
+            "19:16: \"event\" is empty: list at least one event type",
+        ],
+    );
+}
+
+#[test]
+fn positions_of_missing_values_and_long_cycles() {
+    // An empty list item is reported at its dash, an empty value at its key.
+    assert_errors(
+        "version: \"1\"\nsteps:\n  - name: a\n    commands:\n      -\n      - make\n  - name:\n    commands: [x]\n",
+        &["5:7: command must be a string, found nothing", "7:5: \"name\" must be a string, found nothing"],
+    );
+    let mut src = String::from("version: \"1\"\nstages:\n");
+    for i in 0..20 {
+        src.push_str(&format!(
+            "  s{i}:\n    needs: [s{}]\n    steps: [{{name: a, commands: [x]}}]\n",
+            (i + 1) % 20
+        ));
+    }
+    assert_errors(
+        &src,
+        &[
+            "3:3: cycle in needs: s0 -> s1 -> s2 -> s3 -> s4 -> s5 -> (9 more) -> s15 -> s16 -> s17 -> s18 -> s19 -> s0",
+        ],
+    );
+}
+
+#[test]
+fn container_stage_may_run_long_and_errors_come_sorted() {
+    let plan = ok(
+        "version: \"1\"\nstages:\n  a:\n    timeout: 3h\n    runs-on: container\n    steps: [{name: s, commands: [x]}]\n",
+    );
+    assert_eq!(plan.stages[0].timeout_ms, 3 * 3_600_000);
+    // Several errors across the file: all reported, ordered by line then column.
+    let all = errors("stages:\n  x y:\n    steps:\n      - name: a\n        comands: [x]\nversion: 3\n");
+    assert_eq!(
+        all,
+        [
+            "2:3: invalid stage name \"x y\": use letters, digits, \".\", \"_\" and \"-\", starting with a letter or digit, at most 63 characters",
+            "5:9: unknown key \"comands\" in step; did you mean \"commands\"?",
+            "6:10: unsupported version \"3\" (supported: \"1\")",
+        ]
+    );
+}
+
+// ----- fixtures ---------------------------------------------------------------------------
+
+/// Every `tests/fixtures/invalid/*.yml` compiles to exactly the errors in its `.expected`.
+#[test]
+fn invalid_fixtures_match_expected() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/invalid");
+    let mut checked = 0;
+    let mut entries: Vec<_> =
+        std::fs::read_dir(&dir).expect("fixtures dir").map(|e| e.unwrap().path()).collect();
+    entries.sort();
+    for path in entries {
+        if path.extension().is_none_or(|e| e != "yml") {
+            continue;
+        }
+        let source = std::fs::read(&path).unwrap();
+        let expected = std::fs::read_to_string(path.with_extension("expected"))
+            .unwrap_or_else(|_| panic!("{} has no .expected file", path.display()));
+        let got = match compile(&source) {
+            Ok(_) => panic!("{} compiled, but it should not", path.display()),
+            Err(errors) => lines(&errors),
+        };
+        assert_eq!(got, expected, "fixture {}", path.display());
+        checked += 1;
+    }
+    assert!(checked >= 18, "only {checked} fixtures");
+}
+
+// ----- property test ----------------------------------------------------------------------
+
+/// xorshift64*: tiny, deterministic, good enough to shuffle pipelines.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn chance(&mut self, percent: usize) -> bool {
+        self.below(100) < percent
+    }
+    fn name(&mut self, prefix: &str) -> String {
+        const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789._-";
+        let len = self.below(6);
+        let tail: String = (0..len).map(|_| CHARS[self.below(CHARS.len())] as char).collect();
+        format!("{prefix}{tail}")
+    }
+    fn quote(&mut self, s: &str) -> String {
+        match self.below(3) {
+            0 => s.to_string(),
+            1 => format!("\"{s}\""),
+            _ => format!("'{s}'"),
+        }
+    }
+}
+
+struct Generated {
+    yaml: String,
+    /// Stage names in declaration order, each with the indexes it needs.
+    stages: Vec<(String, Vec<usize>)>,
+    steps_per_stage: Vec<Vec<String>>,
+    services_per_stage: Vec<usize>,
+    shorthand: bool,
+}
+
+fn generate(rng: &mut Rng) -> Generated {
+    let mut yaml = String::new();
+    yaml.push_str(if rng.chance(50) { "version: \"1\"\n" } else { "version: 1\n" });
+    if rng.chance(30) {
+        yaml.push_str("env:\n  A_B: x\n  N: 3\n");
+    }
+    if rng.chance(30) {
+        yaml.push_str("timeout: 3h\n");
+    }
+    let step_yaml = |rng: &mut Rng, name: &str, indent: &str, with_timeout: bool| -> String {
+        let cmd = format!("echo {name} && true");
+        if rng.chance(50) {
+            let timeout = if with_timeout && rng.chance(30) { ", timeout: 1m30s" } else { "" };
+            format!("{indent}- {{name: {}, commands: [{}]{timeout}}}\n", rng.quote(name), rng.quote(&cmd))
+        } else {
+            let mut s = format!("{indent}- name: {}\n", rng.quote(name));
+            if rng.chance(50) {
+                s.push_str(&format!("{indent}  commands: {}\n", rng.quote(&cmd)));
+            } else {
+                s.push_str(&format!(
+                    "{indent}  commands:\n{indent}    - {}\n{indent}    - ls\n",
+                    rng.quote(&cmd)
+                ));
+            }
+            if with_timeout && rng.chance(30) {
+                s.push_str(&format!("{indent}  timeout: 250ms\n"));
+            }
+            s
+        }
+    };
+
+    if rng.chance(15) {
+        let count = 1 + rng.below(4);
+        let names: Vec<String> = (0..count).map(|i| rng.name(&format!("s{i}"))).collect();
+        yaml.push_str("steps:\n");
+        for name in &names {
+            yaml.push_str(&step_yaml(rng, name, "  ", true));
+        }
+        return Generated {
+            yaml,
+            stages: vec![("default".into(), vec![])],
+            steps_per_stage: vec![names],
+            services_per_stage: vec![0],
+            shorthand: true,
+        };
+    }
+
+    // A random DAG over topological ranks 0..n (rank i may need ranks < i), declared in a
+    // shuffled order so the compiler has to sort.
+    let n = 1 + rng.below(9);
+    let mut declared: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        let j = rng.below(i + 1);
+        declared.swap(i, j);
+    }
+    let position_of = |rank: usize| declared.iter().position(|&r| r == rank).unwrap();
+    let names: Vec<String> = (0..n).map(|rank| rng.name(&format!("st{rank}"))).collect();
+    let mut needs_by_rank: Vec<Vec<usize>> = vec![Vec::new(); n];
+    let mut triggered = vec![false; n];
+    for rank in 0..n {
+        for earlier in 0..rank {
+            if rng.chance(30) {
+                needs_by_rank[rank].push(earlier);
+            }
+        }
+        triggered[rank] = needs_by_rank[rank].is_empty() && rng.chance(20);
+    }
+
+    yaml.push_str("stages:\n");
+    let mut stages = Vec::new();
+    let mut steps_per_stage = Vec::new();
+    let mut services_per_stage = Vec::new();
+    for &rank in &declared {
+        yaml.push_str(&format!("  {}:\n", rng.quote(&names[rank])));
+        let needs: Vec<String> = needs_by_rank[rank].iter().map(|&r| rng.quote(&names[r])).collect();
+        if needs.len() == 1 && rng.chance(50) {
+            yaml.push_str(&format!("    needs: {}\n", needs[0]));
+        } else if !needs.is_empty() {
+            yaml.push_str(&format!("    needs: [{}]\n", needs.join(", ")));
+        } else if rng.chance(10) {
+            yaml.push_str("    needs: []\n");
+        }
+        if rng.chance(30) {
+            yaml.push_str("    runs-on: container\n    timeout: 4h\n");
+        } else if rng.chance(30) {
+            yaml.push_str("    timeout: 14m59s\n");
+        }
+        if triggered[rank] {
+            yaml.push_str("    on:\n      - event: [a.b, c]\n        where: {k: v, n: 1}\n      - event: stop\n        policy: delete\n");
+        } else if rng.chance(10) {
+            yaml.push_str("    on: [{event: halt, policy: delete}]\n");
+        }
+        let service_count = rng.below(3);
+        if service_count > 0 {
+            yaml.push_str("    services:\n");
+            for i in 0..service_count {
+                yaml.push_str(&format!("      - name: svc{i}\n        commands: [sleep 1]\n"));
+            }
+        }
+        let step_count = 1 + rng.below(4);
+        let step_names: Vec<String> = (0..step_count).map(|i| rng.name(&format!("p{i}"))).collect();
+        yaml.push_str("    steps:\n");
+        for name in &step_names {
+            yaml.push_str(&step_yaml(rng, name, "      ", true));
+        }
+        stages.push((names[rank].clone(), needs_by_rank[rank].iter().map(|&r| position_of(r)).collect()));
+        steps_per_stage.push(step_names);
+        services_per_stage.push(service_count);
+    }
+    Generated { yaml, stages, steps_per_stage, services_per_stage, shorthand: false }
+}
+
+#[test]
+fn random_valid_pipelines_compile() {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    for case in 0..500 {
+        let g = generate(&mut rng);
+        let plan = match compile(g.yaml.as_bytes()) {
+            Ok(plan) => plan,
+            Err(errors) => panic!("case {case} failed:\n{}\n{}", g.yaml, lines(&errors)),
+        };
+        let context = || format!("case {case}:\n{}", g.yaml);
+        assert_eq!(plan.stages.len(), g.stages.len(), "{}", context());
+        if g.shorthand {
+            assert_eq!(plan.stages[0].name.as_str(), "default");
+        }
+
+        // Plan order: every stage after its needs, and always the earliest-declared ready one.
+        let declared_index = |name: &str| g.stages.iter().position(|(n, _)| n == name).unwrap();
+        let order: Vec<usize> = plan.stages.iter().map(|s| declared_index(s.name.as_str())).collect();
+        let mut done = vec![false; g.stages.len()];
+        for &i in &order {
+            let ready = |j: usize| !done[j] && g.stages[j].1.iter().all(|&k| done[k]);
+            assert!(ready(i), "stage {} placed before its needs; {}", g.stages[i].0, context());
+            let earliest = (0..g.stages.len()).find(|&j| ready(j)).unwrap();
+            assert_eq!(i, earliest, "tie not broken by file order; {}", context());
+            done[i] = true;
+        }
+
+        // Steps numbered 1..n across the build in plan order; services likewise.
+        let numbers: Vec<u32> = plan.stages.iter().flat_map(|s| s.steps.iter().map(|p| p.number)).collect();
+        assert_eq!(numbers, (1..=numbers.len() as u32).collect::<Vec<_>>(), "{}", context());
+        let services: Vec<u32> =
+            plan.stages.iter().flat_map(|s| s.services.iter().map(|p| p.number)).collect();
+        assert_eq!(services, (1..=services.len() as u32).collect::<Vec<_>>(), "{}", context());
+        for (stage, &i) in plan.stages.iter().zip(&order) {
+            let names: Vec<&str> = stage.steps.iter().map(|p| p.name.as_str()).collect();
+            assert_eq!(names, g.steps_per_stage[i], "{}", context());
+            assert_eq!(stage.services.len(), g.services_per_stage[i], "{}", context());
+            assert!(stage.runs_on == RunsOn::Container || stage.timeout_ms <= LAMBDA_MAX_TIMEOUT_MS);
+        }
+        // The plan survives a JSON round trip (it travels in job messages).
+        let json = serde_json::to_string(&plan).unwrap();
+        assert_eq!(serde_json::from_str::<Plan>(&json).unwrap(), plan);
+    }
+}
+
+/// Mutating valid pipelines (cutting them short, dropping a character) never panics, and
+/// every error it yields has a real position.
+#[test]
+fn random_mutations_never_panic() {
+    let mut rng = Rng(42);
+    for _ in 0..300 {
+        let g = generate(&mut rng);
+        let bytes = g.yaml.as_bytes();
+        let cut = rng.below(bytes.len());
+        let mut dropped = bytes.to_vec();
+        dropped.remove(rng.below(bytes.len()));
+        for source in [&bytes[..cut], &dropped[..]] {
+            if let Err(errors) = compile(source) {
+                assert!(!errors.is_empty());
+                for e in &errors {
+                    assert!(e.line >= 1 && e.column >= 1, "{e}");
+                    assert!(!e.message.is_empty());
+                }
+            }
+        }
+    }
+}
