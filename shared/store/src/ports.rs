@@ -76,12 +76,23 @@ pub trait StateStore: Send + Sync {
     /// Applies a commit atomically: every transition's `from` must still hold.
     async fn commit(&self, build: &BuildId, commit: &Commit) -> Result<CommitOutcome, StoreError>;
     /// The build's history after `after_seq` (0 = from the start), at most `limit` events.
-    async fn events(&self, build: &BuildId, after_seq: u64, limit: usize) -> Result<Vec<StoredEvent>, StoreError>;
+    async fn events(
+        &self,
+        build: &BuildId,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
     /// Marks a stage's job queued. Returns false if it already was (nothing changes).
     async fn mark_dispatched(&self, build: &BuildId, stage: &StageName) -> Result<bool, StoreError>;
     /// Takes (or renews, for the same runner and attempt) the lease on a stage's job.
     /// A lease that has run out may be taken by another runner as the next attempt.
-    async fn claim_job(&self, build: &BuildId, stage: &StageName, runner: &str, lease: Duration) -> Result<Claim, StoreError>;
+    async fn claim_job(
+        &self,
+        build: &BuildId,
+        stage: &StageName,
+        runner: &str,
+        lease: Duration,
+    ) -> Result<Claim, StoreError>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -123,13 +134,31 @@ pub struct LogInfo {
 pub trait LogStore: Send + Sync {
     /// Writes `bytes` at `offset`. Rewriting the same bytes at the same offset is a no-op;
     /// different bytes there are a `Conflict`; an offset past the end is a `Gap`.
-    async fn put_chunk(&self, build: &BuildId, stream: &LogStream, offset: u64, bytes: &[u8]) -> Result<(), LogError>;
+    async fn put_chunk(
+        &self,
+        build: &BuildId,
+        stream: &LogStream,
+        offset: u64,
+        bytes: &[u8],
+    ) -> Result<(), LogError>;
     /// Appends at the end, the store choosing the offset; `batch_id` makes it idempotent
     /// (the same id appends once). For streams with several writers: the init log.
     /// Returns the offset the batch landed at.
-    async fn append(&self, build: &BuildId, stream: &LogStream, batch_id: &str, bytes: &[u8]) -> Result<u64, LogError>;
+    async fn append(
+        &self,
+        build: &BuildId,
+        stream: &LogStream,
+        batch_id: &str,
+        bytes: &[u8],
+    ) -> Result<u64, LogError>;
     /// Reads up to `max` bytes from `offset`. An unknown stream is `NotFound`.
-    async fn read(&self, build: &BuildId, stream: &LogStream, offset: u64, max: usize) -> Result<LogRead, LogError>;
+    async fn read(
+        &self,
+        build: &BuildId,
+        stream: &LogStream,
+        offset: u64,
+        max: usize,
+    ) -> Result<LogRead, LogError>;
     /// Ends a stream: compacts it into one object; later writes are refused. Idempotent.
     async fn complete(&self, build: &BuildId, stream: &LogStream) -> Result<(), LogError>;
     /// The build's streams in the stable order (init, steps by number, services).

@@ -1,1 +1,0 @@
-//! Local adapters: state in memory plus the data dir, logs as files, queues in process.

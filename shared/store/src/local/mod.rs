@@ -1,0 +1,50 @@
+//! Local adapters: state in memory plus the data dir, logs as files, queues in process.
+//!
+//! Data dir layout (`DATA` is the directory given to `open`):
+//!
+//! ```text
+//! DATA/builds/<build-id>.json           the Build document (plus a `_store` field: last
+//!                                       event seq and applied event ids), replaced
+//!                                       atomically (temp file + rename)
+//! DATA/builds/<build-id>.events.jsonl   the history: one StoredEvent per line, append-only
+//! DATA/logs/<build-id>/<key>.log        one file per log stream (`LogStream::key()`)
+//! DATA/logs/<build-id>/<key>.complete   marker: the stream has ended
+//! DATA/logs/<build-id>/<key>.batches    batch ids of `append` (one JSON object a line)
+//! ```
+//!
+//! File I/O runs on tokio's blocking pool, never on the async workers.
+
+mod logs;
+mod queue;
+mod state;
+
+pub use logs::LocalLogStore;
+pub use queue::{LocalQueue, QueueOptions};
+pub use state::LocalStateStore;
+
+/// Whether a build id can be used as a file name: ASCII letters, digits, `-` and `_`
+/// (UUIDs are). Anything else (`..`, `/`) is treated as an unknown build.
+pub(crate) fn is_safe_id(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Runs blocking file work on the blocking pool.
+pub(crate) async fn blocking<T, E>(
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
+    join_error: impl FnOnce(String) -> E,
+) -> Result<T, E>
+where
+    T: Send + 'static,
+    E: Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r,
+        Err(e) => Err(join_error(format!("background task failed: {e}"))),
+    }
+}
+
+/// Locks a std mutex, ignoring poisoning: every writer here mutates shared state only
+/// after its file write succeeded, so a panic cannot leave it half-changed.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
