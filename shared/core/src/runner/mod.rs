@@ -1,1 +1,592 @@
 //! The runner: takes a job and runs its stage.
+//!
+//! In order: report `stage-started`; write setup lines (attempt, workspace, environment
+//! variable names, services) to the build's one init log; create a fresh workspace; start
+//! the services in the background; run the steps in order, each `/bin/sh -e -c` in its own
+//! process group with stdout and stderr on one pipe, its output batched to the log sink
+//! every flush interval; stop at the first failing step, on cancel, or at the stage's
+//! deadline; stop the services; report `stage-finished`. The runner never writes status:
+//! it reports events and the fan-in applies them.
+
+mod batcher;
+mod env;
+mod process;
+mod shared;
+
+use crate::job::Job;
+use crate::sinks::{EventSink, LogSink, SinkError};
+use batcher::{Directives, StreamTask, start_stream};
+use kiln_domain::event::types;
+use kiln_domain::logs::{DEFAULT_FLUSH_INTERVAL_MS, LogStream, MAX_BATCH_BYTES};
+use kiln_domain::plan::{DEFAULT_STAGE_TIMEOUT_MS, ServicePlan, StepPlan};
+use kiln_domain::{StageName, StepName};
+use process::{GroupGuard, exit_info, signal_group, spawn_shell, terminate};
+use serde_json::json;
+use shared::Shared;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+/// How long to wait for a pipe's end of file after SIGKILL before giving up on it (a
+/// process that left its group still holds it).
+const AFTER_KILL_WAIT: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone)]
+pub struct RunnerConfig {
+    /// Names this runner in event sources (`kiln://runner/{runner_id}`) and the init log.
+    pub runner_id: String,
+    /// Workspaces are created under `{workspace_root}/{build}/`.
+    pub workspace_root: PathBuf,
+    /// Each log stream is flushed at this interval (default 1 s) ...
+    pub flush_interval: Duration,
+    /// ... or sooner when this many bytes wait; no batch is larger (default 256 KiB).
+    pub max_batch_bytes: usize,
+    /// Between SIGTERM and SIGKILL when a process group is stopped (default 5 s).
+    pub kill_grace: Duration,
+}
+
+impl RunnerConfig {
+    pub fn new(runner_id: impl Into<String>, workspace_root: impl Into<PathBuf>) -> Self {
+        Self {
+            runner_id: runner_id.into(),
+            workspace_root: workspace_root.into(),
+            flush_interval: Duration::from_millis(DEFAULT_FLUSH_INTERVAL_MS),
+            max_batch_bytes: MAX_BATCH_BYTES,
+            kill_grace: Duration::from_secs(5),
+        }
+    }
+
+    fn sanitized(mut self) -> Self {
+        self.flush_interval = self.flush_interval.max(Duration::from_millis(1));
+        self.max_batch_bytes = self.max_batch_bytes.max(1024);
+        self
+    }
+}
+
+/// What a job runs with.
+#[derive(Clone)]
+pub struct RunnerCtx {
+    pub config: RunnerConfig,
+    pub logs: Arc<dyn LogSink>,
+    pub events: Arc<dyn EventSink>,
+    /// Becomes `true` to cancel the job (log ingest replies can cancel it too).
+    pub cancel: watch::Receiver<bool>,
+}
+
+/// How the runner ended a stage (the `outcome` of `stage-finished`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StageOutcome {
+    /// The steps ran until the end or the first failing step.
+    Completed,
+    Canceled,
+    /// The stage's deadline (its `timeout_ms`) passed.
+    Timeout,
+    /// The stage could not be set up (workspace); `JobOutcome::reason` says why.
+    Failed,
+}
+
+impl StageOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StageOutcome::Completed => "completed",
+            StageOutcome::Canceled => "canceled",
+            StageOutcome::Timeout => "timeout",
+            StageOutcome::Failed => "failed",
+        }
+    }
+}
+
+/// One step that ran (as reported in `step-finished`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepReport {
+    pub step: StepName,
+    pub number: u32,
+    /// The exit code, or 128 + N when killed by signal N; never 0 for a step that was
+    /// stopped for a timeout or a cancel.
+    pub exit_code: i32,
+    pub duration_ms: u64,
+    /// `timeout`, `canceled`, `signal N`, or `spawn failed: ...`.
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobOutcome {
+    pub stage: StageName,
+    pub attempt: u32,
+    pub outcome: StageOutcome,
+    pub reason: Option<String>,
+    /// The steps that ran, in order (steps after a failing one are not run).
+    pub steps: Vec<StepReport>,
+    pub steps_planned: usize,
+    pub duration_ms: u64,
+}
+
+impl JobOutcome {
+    /// Every planned step ran and exited 0.
+    pub fn succeeded(&self) -> bool {
+        self.outcome == StageOutcome::Completed
+            && self.steps.len() == self.steps_planned
+            && self.steps.iter().all(|s| s.exit_code == 0)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    /// A lifecycle event could not be sent: the fan-in would never learn how the stage
+    /// went, so the job should be retried (not acknowledged).
+    #[error("cannot emit {ty}: {source}")]
+    Emit {
+        ty: &'static str,
+        #[source]
+        source: SinkError,
+    },
+}
+
+/// The peak resident set size of this process (VmHWM), in KiB, on Linux.
+pub fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?;
+    line.trim().strip_suffix("kB")?.trim().parse().ok()
+}
+
+/// The workspace of one attempt of a stage: `{root}/{build}/{stage}-{attempt}` (`#` of
+/// stage instances, and anything else unusual, replaced by `_`).
+pub fn workspace_path(root: &Path, job: &Job, attempt: u32) -> PathBuf {
+    let clean = |s: &str| -> String {
+        s.chars()
+            .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' })
+            .collect()
+    };
+    let build = clean(job.build.as_str()).replace("..", "__");
+    let stage = clean(job.stage.as_str()).replace("..", "__");
+    root.join(build).join(format!("{stage}-{attempt}"))
+}
+
+/// Aborts the task when dropped.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Runs one attempt of a job's stage. `Err` only when a lifecycle event could not be
+/// emitted; everything else (failing steps, timeouts, setup failures) is an outcome.
+pub async fn run_job(job: &Job, attempt: u32, ctx: &RunnerCtx) -> Result<JobOutcome, RunnerError> {
+    let shared = Arc::new(Shared::new(
+        ctx.config.clone().sanitized(),
+        job.build.clone(),
+        job.stage.clone(),
+        attempt,
+        ctx.logs.clone(),
+        ctx.events.clone(),
+    ));
+    let _forward = {
+        let (sh, mut rx) = (shared.clone(), ctx.cancel.clone());
+        AbortOnDrop(tokio::spawn(async move {
+            if rx.wait_for(|c| *c).await.is_ok() {
+                sh.cancel.send_replace(true);
+            }
+        }))
+    };
+    Stage { job, sh: shared, started: Instant::now() }.run().await
+}
+
+struct Stage<'a> {
+    job: &'a Job,
+    sh: Arc<Shared>,
+    started: Instant,
+}
+
+struct RunningService {
+    name: StepName,
+    stop: oneshot::Sender<()>,
+    watcher: JoinHandle<()>,
+    pgid: i32,
+    guard: GroupGuard,
+    stream: StreamTask,
+}
+
+/// Why a process was stopped by the runner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    StepTimeout,
+    StageTimeout,
+    Canceled,
+}
+
+impl Stage<'_> {
+    fn emit_err(ty: &'static str) -> impl FnOnce(SinkError) -> RunnerError {
+        move |source| RunnerError::Emit { ty, source }
+    }
+
+    fn outcome(&self, outcome: StageOutcome, reason: Option<String>, steps: Vec<StepReport>) -> JobOutcome {
+        JobOutcome {
+            stage: self.job.stage.clone(),
+            attempt: self.sh.attempt,
+            outcome,
+            reason,
+            steps,
+            steps_planned: self.job.plan.steps.len(),
+            duration_ms: self.started.elapsed().as_millis() as u64,
+        }
+    }
+
+    async fn finish_stage(&self, outcome: StageOutcome, reason: Option<String>) -> Result<(), RunnerError> {
+        let mut data =
+            json!({"stage": self.job.stage, "attempt": self.sh.attempt, "outcome": outcome.as_str()});
+        if let Some(r) = reason {
+            data["reason"] = json!(r);
+        }
+        self.sh
+            .emit(types::STAGE_FINISHED, self.sh.stage_subject(), data)
+            .await
+            .map_err(Self::emit_err(types::STAGE_FINISHED))
+    }
+
+    async fn run(self) -> Result<JobOutcome, RunnerError> {
+        let (job, sh) = (self.job, &self.sh);
+        let stage = &job.stage;
+        let attempt = sh.attempt;
+        sh.emit(
+            types::STAGE_STARTED,
+            sh.stage_subject(),
+            json!({"stage": stage, "attempt": attempt, "runner": sh.config.runner_id}),
+        )
+        .await
+        .map_err(Self::emit_err(types::STAGE_STARTED))?;
+
+        let mut init = vec![format!("[{stage}] attempt {attempt} on runner {}", sh.config.runner_id)];
+        let ws = workspace_path(&sh.config.workspace_root, job, attempt);
+        if let Err(e) = fresh_dir(&ws).await {
+            let reason = format!("cannot create the workspace {}: {e}", ws.display());
+            init.push(format!("[{stage}] {reason}"));
+            sh.init_lines(&init).await;
+            self.finish_stage(StageOutcome::Failed, Some(reason.clone())).await?;
+            return Ok(self.outcome(StageOutcome::Failed, Some(reason), Vec::new()));
+        }
+        init.push(format!("[{stage}] workspace {}", ws.display()));
+
+        // The variables every process of the stage gets.
+        let mut fixed = vec![
+            ("KILN_BUILD_ID".to_string(), job.build.to_string()),
+            ("KILN_REPO".to_string(), job.repo.to_string()),
+            ("KILN_STAGE".to_string(), stage.to_string()),
+            ("KILN_WORKSPACE".to_string(), ws.display().to_string()),
+            ("KILN_ATTEMPT".to_string(), attempt.to_string()),
+        ];
+        let mut event_vars = Vec::new();
+        let event_file = event_file_path(&ws);
+        if let Some(event) = &job.trigger_event {
+            event_vars = env::event_vars(event);
+            let text = serde_json::to_vec_pretty(event).unwrap_or_default();
+            match tokio::fs::write(&event_file, text).await {
+                Ok(()) => fixed.push(("KILN_EVENT_PATH".to_string(), event_file.display().to_string())),
+                Err(e) => {
+                    init.push(format!("[{stage}] cannot write the event file {}: {e}", event_file.display()))
+                }
+            }
+        }
+        let base = [env::pairs(&job.env), env::pairs(&job.plan.env)];
+        let mut warnings = Vec::new();
+        let stage_env =
+            env::layered([&base[0][..], &base[1][..], &event_vars[..], &fixed[..]], &mut warnings);
+        let names: Vec<&str> = stage_env.iter().map(|(k, _)| k.as_str()).collect();
+        init.push(format!("[{stage}] environment: {}", names.join(", ")));
+        for step in job.plan.steps.iter().filter(|s| !s.env.is_empty()) {
+            let names: Vec<&str> = step.env.keys().map(String::as_str).collect();
+            init.push(format!("[{stage}/{}] step environment: {}", step.name, names.join(", ")));
+        }
+        init.extend(warnings.into_iter().map(|w| format!("[{stage}] {w}")));
+        sh.init_lines(&init).await;
+
+        let env = Env { base, event_vars, fixed };
+        let mut services = Vec::new();
+        for svc in &job.plan.services {
+            sh.init_line(format!("[{stage}] starting service {}", svc.name)).await;
+            match self.start_service(svc, &ws, &env) {
+                Ok(s) => services.push(s),
+                Err(e) => sh.init_line(format!("[{stage}] service {} could not start: {e}", svc.name)).await,
+            }
+        }
+
+        let result = self.run_steps(&ws, &env).await;
+
+        self.stop_services(services).await;
+        if let Err(e) = tokio::fs::remove_dir_all(&ws).await {
+            tracing::warn!(workspace = %ws.display(), error = %e, "cannot remove the workspace");
+        }
+        let _ = tokio::fs::remove_file(&event_file).await;
+        if let Some(parent) = ws.parent() {
+            let _ = tokio::fs::remove_dir(parent).await; // only when empty: other stages may run
+        }
+
+        let (steps, outcome) = result?;
+        self.finish_stage(outcome, None).await?;
+        Ok(self.outcome(outcome, None, steps))
+    }
+
+    fn deadline(&self) -> Instant {
+        let ms = match self.job.plan.timeout_ms {
+            0 => DEFAULT_STAGE_TIMEOUT_MS,
+            ms => ms,
+        };
+        self.started + Duration::from_millis(ms)
+    }
+
+    async fn run_steps(&self, ws: &Path, env: &Env) -> Result<(Vec<StepReport>, StageOutcome), RunnerError> {
+        let mut reports = Vec::new();
+        for step in &self.job.plan.steps {
+            if self.sh.is_canceled() {
+                return Ok((reports, StageOutcome::Canceled));
+            }
+            if Instant::now() >= self.deadline() {
+                return Ok((reports, StageOutcome::Timeout));
+            }
+            let (report, stop) = self.run_step(step, ws, env).await?;
+            let failed = report.exit_code != 0;
+            reports.push(report);
+            match stop {
+                Some(Stop::Canceled) => return Ok((reports, StageOutcome::Canceled)),
+                Some(Stop::StageTimeout) => return Ok((reports, StageOutcome::Timeout)),
+                Some(Stop::StepTimeout) | None if failed => break,
+                _ => {}
+            }
+        }
+        Ok((reports, StageOutcome::Completed))
+    }
+
+    async fn run_step(
+        &self,
+        step: &StepPlan,
+        ws: &Path,
+        env: &Env,
+    ) -> Result<(StepReport, Option<Stop>), RunnerError> {
+        let sh = &self.sh;
+        let (stage, attempt) = (&self.job.stage, sh.attempt);
+        let subject = sh.step_subject(step.name.as_str());
+        let ids = json!({"stage": stage, "step": step.name, "number": step.number, "attempt": attempt});
+        sh.emit(types::STEP_STARTED, subject.clone(), ids.clone())
+            .await
+            .map_err(Self::emit_err(types::STEP_STARTED))?;
+
+        let stream =
+            LogStream::Step { stage: stage.clone(), step: step.name.clone(), number: step.number, attempt };
+        let label = format!("{stage}/{}", step.name);
+        let mut fixed = env.fixed.clone();
+        fixed.push(("KILN_STEP".to_string(), step.name.to_string()));
+        let mut warnings = Vec::new();
+        let vars = env.layered(&env::pairs(&step.env), &fixed, &mut warnings);
+        if !warnings.is_empty() {
+            sh.init_lines(&warnings.into_iter().map(|w| format!("[{label}] {w}")).collect::<Vec<_>>()).await;
+        }
+
+        let started = Instant::now();
+        let deadline = self.deadline();
+        let step_deadline = match step.timeout_ms {
+            Some(ms) if ms > 0 => deadline.min(started + Duration::from_millis(ms)),
+            _ => deadline,
+        };
+        let spawned = std::io::pipe().and_then(|(reader, writer)| {
+            let task =
+                start_stream(sh.clone(), stream, label.clone(), Directives::Step(step.name.clone()), reader)?;
+            Ok((task, spawn_shell(&step.commands, ws, &vars, writer)))
+        });
+        let (exit_code, reason, stop) = match spawned {
+            Ok((mut task, Ok(mut child))) => {
+                let pgid = child.id().map_or(0, |id| id as i32);
+                let guard = GroupGuard::new(pgid);
+                let mut cancel = sh.cancel.subscribe();
+                let stop = tokio::select! {
+                    status = child.wait() => Err(status),
+                    _ = tokio::time::sleep_until(step_deadline) => {
+                        Ok(if step_deadline >= deadline { Stop::StageTimeout } else { Stop::StepTimeout })
+                    }
+                    _ = cancel.wait_for(|c| *c) => Ok(Stop::Canceled),
+                };
+                let (status, stop) = match stop {
+                    Err(status) => (status, None),
+                    Ok(stop) => (terminate(&mut child, pgid, sh.config.kill_grace).await, Some(stop)),
+                };
+                end_group(sh, pgid, &mut task, &label).await;
+                task.close().await;
+                guard.disarm();
+                let (mut code, signal) = match &status {
+                    Ok(s) => exit_info(s),
+                    Err(e) => {
+                        tracing::error!(error = %e, "waiting for a step failed");
+                        (255, None)
+                    }
+                };
+                let reason = match stop {
+                    Some(Stop::Canceled) => Some("canceled".to_string()),
+                    Some(_) => Some("timeout".to_string()),
+                    None => signal.map(|s| format!("signal {s}")),
+                };
+                if stop.is_some() && code == 0 {
+                    code = 128 + libc::SIGTERM;
+                }
+                (code, reason, stop)
+            }
+            Ok((task, Err(e))) => {
+                sh.init_line(format!("[{label}] cannot start the step: {e}")).await;
+                task.close().await;
+                (127, Some(format!("spawn failed: {e}")), None)
+            }
+            Err(e) => {
+                sh.init_line(format!("[{label}] cannot start the step: {e}")).await;
+                sh.complete(&LogStream::Step {
+                    stage: stage.clone(),
+                    step: step.name.clone(),
+                    number: step.number,
+                    attempt,
+                })
+                .await;
+                (127, Some(format!("spawn failed: {e}")), None)
+            }
+        };
+        let duration_ms = started.elapsed().as_millis() as u64;
+
+        let mut data = ids;
+        data["exit_code"] = json!(exit_code);
+        data["duration_ms"] = json!(duration_ms);
+        if let Some(r) = &reason {
+            data["reason"] = json!(r);
+        }
+        sh.emit(types::STEP_FINISHED, subject, data).await.map_err(Self::emit_err(types::STEP_FINISHED))?;
+        let report =
+            StepReport { step: step.name.clone(), number: step.number, exit_code, duration_ms, reason };
+        Ok((report, stop))
+    }
+
+    fn start_service(&self, svc: &ServicePlan, ws: &Path, env: &Env) -> std::io::Result<RunningService> {
+        let sh = &self.sh;
+        let stage = &self.job.stage;
+        let stream = LogStream::Service {
+            stage: stage.clone(),
+            service: svc.name.clone(),
+            number: svc.number,
+            attempt: sh.attempt,
+        };
+        let mut fixed = env.fixed.clone();
+        fixed.push(("KILN_SERVICE".to_string(), svc.name.to_string()));
+        let vars = env.layered(&env::pairs(&svc.env), &fixed, &mut Vec::new());
+        let (reader, writer) = std::io::pipe()?;
+        let label = format!("{stage}/{}", svc.name);
+        let stream = start_stream(sh.clone(), stream, label, Directives::MaskOnly, reader)?;
+        let mut child = match spawn_shell(&svc.commands, ws, &vars, writer) {
+            Ok(c) => c,
+            Err(e) => {
+                // The write end is closed: the stream ends and completes by itself.
+                tokio::spawn(stream.close());
+                return Err(e);
+            }
+        };
+        let pgid = child.id().map_or(0, |id| id as i32);
+        let (stop, stop_rx) = oneshot::channel::<()>();
+        let (sh2, name, grace) = (sh.clone(), svc.name.clone(), sh.config.kill_grace);
+        let watcher = tokio::spawn(async move {
+            let early = tokio::select! {
+                status = child.wait() => Some(status),
+                _ = stop_rx => None,
+            };
+            match early {
+                Some(status) => {
+                    let how = match status.as_ref().map(exit_info) {
+                        Ok((_, Some(sig))) => format!("killed by signal {sig}"),
+                        Ok((code, None)) => format!("with code {code}"),
+                        Err(e) => format!("({e})"),
+                    };
+                    sh2.init_line(format!("[{}] service {name} exited early {how}", sh2.stage)).await;
+                }
+                None => {
+                    let _ = terminate(&mut child, pgid, grace).await;
+                }
+            }
+        });
+        Ok(RunningService {
+            name: svc.name.clone(),
+            stop,
+            watcher,
+            pgid,
+            guard: GroupGuard::new(pgid),
+            stream,
+        })
+    }
+
+    async fn stop_services(&self, services: Vec<RunningService>) {
+        if services.is_empty() {
+            return;
+        }
+        let names: Vec<String> = services.iter().map(|s| s.name.to_string()).collect();
+        self.sh.init_line(format!("[{}] stopping services: {}", self.job.stage, names.join(", "))).await;
+        let mut waiting = Vec::new();
+        for s in services {
+            let _ = s.stop.send(()); // all at once: they stop in parallel
+            waiting.push((s.watcher, s.pgid, s.guard, s.stream, s.name));
+        }
+        for (watcher, pgid, guard, mut stream, name) in waiting {
+            let _ = watcher.await;
+            let label = format!("{}/{name}", self.job.stage);
+            end_group(&self.sh, pgid, &mut stream, &label).await;
+            stream.close().await;
+            guard.disarm();
+        }
+    }
+}
+
+/// The environment layers of a stage; a step's or service's own variables go over the
+/// pipeline's and stage's, under the event's and Kiln's.
+struct Env {
+    base: [Vec<(String, String)>; 2],
+    event_vars: Vec<(String, String)>,
+    fixed: Vec<(String, String)>,
+}
+
+impl Env {
+    fn layered(
+        &self,
+        own: &[(String, String)],
+        fixed: &[(String, String)],
+        warnings: &mut Vec<String>,
+    ) -> Vec<(String, String)> {
+        env::layered([&self.base[0][..], &self.base[1][..], own, &self.event_vars[..], fixed], warnings)
+    }
+}
+
+/// After a group's leader exited: what is left of the group is stopped (SIGTERM, SIGKILL
+/// after the grace period) and the output pipe read to its end.
+async fn end_group(sh: &Shared, pgid: i32, stream: &mut StreamTask, label: &str) {
+    signal_group(pgid, libc::SIGTERM);
+    if stream.wait_eof(sh.config.kill_grace).await {
+        return;
+    }
+    signal_group(pgid, libc::SIGKILL);
+    if !stream.wait_eof(AFTER_KILL_WAIT).await {
+        sh.init_line(format!(
+            "[{label}] output still open after the process group was killed; stopped reading"
+        ))
+        .await;
+    }
+}
+
+/// The trigger event's JSON file, beside the workspace (not in it: a workspace starts
+/// empty, so that `git clone URL .` works).
+fn event_file_path(ws: &Path) -> PathBuf {
+    let mut name = ws.file_name().unwrap_or_default().to_os_string();
+    name.push(".event.json");
+    ws.with_file_name(name)
+}
+
+async fn fresh_dir(dir: &Path) -> std::io::Result<()> {
+    match tokio::fs::remove_dir_all(dir).await {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    tokio::fs::create_dir_all(dir).await
+}
