@@ -1,6 +1,13 @@
-//! The logic of Kiln's functions, each over the storage ports: compile, event fan-in,
-//! dispatch, runner and log ingest; and `system`, which runs them all in one process.
+//! The logic of Kiln's functions, each over the storage ports: compile ([`submit`]),
+//! event fan-in, dispatch, runner and log ingest; and [`system`], which runs them all in
+//! one process.
 
+pub mod dispatch;
+pub mod fanin;
+pub mod ingest;
 pub mod job;
+pub mod queues;
 pub mod runner;
 pub mod sinks;
+pub mod submit;
+pub mod system;

@@ -3,9 +3,9 @@
 //! go over HTTP with a token scoped to the build.
 
 use async_trait::async_trait;
+use kiln_domain::BuildId;
 use kiln_domain::event::CloudEvent;
 use kiln_domain::logs::LogStream;
-use kiln_domain::BuildId;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -27,10 +27,20 @@ pub struct IngestReply {
 #[async_trait]
 pub trait LogSink: Send + Sync {
     /// Stores one batch of a stream at its byte offset (idempotent for a retry).
-    async fn put(&self, build: &BuildId, stream: &LogStream, offset: u64, bytes: &[u8])
-    -> Result<IngestReply, SinkError>;
+    async fn put(
+        &self,
+        build: &BuildId,
+        stream: &LogStream,
+        offset: u64,
+        bytes: &[u8],
+    ) -> Result<IngestReply, SinkError>;
     /// Appends to the build's init log; `batch_id` makes a retry append once.
-    async fn append_init(&self, build: &BuildId, batch_id: &str, bytes: &[u8]) -> Result<IngestReply, SinkError>;
+    async fn append_init(
+        &self,
+        build: &BuildId,
+        batch_id: &str,
+        bytes: &[u8],
+    ) -> Result<IngestReply, SinkError>;
     /// The stream has ended: compact it; no more writes.
     async fn complete(&self, build: &BuildId, stream: &LogStream) -> Result<IngestReply, SinkError>;
 }

@@ -17,8 +17,18 @@ pub const MAX_BATCH_BYTES: usize = 256 * 1024;
 pub enum LogStream {
     /// The build's one setup log (workspace, environment, services), written by runners.
     Init,
-    Step { stage: StageName, step: StepName, number: u32, attempt: u32 },
-    Service { stage: StageName, service: StepName, number: u32, attempt: u32 },
+    Step {
+        stage: StageName,
+        step: StepName,
+        number: u32,
+        attempt: u32,
+    },
+    Service {
+        stage: StageName,
+        service: StepName,
+        number: u32,
+        attempt: u32,
+    },
 }
 
 impl LogStream {

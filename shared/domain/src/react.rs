@@ -132,7 +132,8 @@ impl Reactor {
                     return;
                 }
                 let outcome = e.data_str("outcome").unwrap_or("completed").to_string();
-                self.finish_stage(&stage, &outcome, None);
+                let reason = e.data_str("reason").map(str::to_string);
+                self.finish_stage(&stage, &outcome, reason);
             }
             types::JOB_FAILED => {
                 let Some(stage) = stage else { return self.malformed(e) };

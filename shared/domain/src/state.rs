@@ -119,15 +119,19 @@ impl Build {
     /// Applies one transition in memory: checks that the entity is in `from` and that
     /// `from → to` is legal. Both backends use this, so they refuse the same things.
     pub fn apply(&mut self, t: &Transition) -> Result<(), TransitionError> {
-        let current = self
-            .status_of(&t.target)
-            .ok_or_else(|| TransitionError::Missing(t.target.clone()))?;
+        let current = self.status_of(&t.target).ok_or_else(|| TransitionError::Missing(t.target.clone()))?;
         if current != t.from {
-            return Err(TransitionError::Stale { target: t.target.clone(), expected: t.from, actual: current });
+            return Err(TransitionError::Stale {
+                target: t.target.clone(),
+                expected: t.from,
+                actual: current,
+            });
         }
-        t.from
-            .transition(t.to)
-            .map_err(|e| TransitionError::Illegal { target: t.target.clone(), from: e.from, to: e.to })?;
+        t.from.transition(t.to).map_err(|e| TransitionError::Illegal {
+            target: t.target.clone(),
+            from: e.from,
+            to: e.to,
+        })?;
         let p = &t.patch;
         match &t.target {
             Target::Build => {
@@ -177,7 +181,11 @@ fn set_times(started: &mut Option<u64>, finished: &mut Option<u64>, to: Status, 
 }
 
 impl StageState {
-    pub fn new(name: StageName, plan: &crate::plan::StagePlan, trigger_event: Option<crate::event::CloudEvent>) -> Self {
+    pub fn new(
+        name: StageName,
+        plan: &crate::plan::StagePlan,
+        trigger_event: Option<crate::event::CloudEvent>,
+    ) -> Self {
         Self {
             name,
             status: Status::Pending,

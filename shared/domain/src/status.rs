@@ -66,11 +66,7 @@ impl Status {
 
     /// Checks a transition, returning the error the fan-in logs and refuses.
     pub fn transition(self, to: Status) -> Result<Status, IllegalTransition> {
-        if self.can_become(to) {
-            Ok(to)
-        } else {
-            Err(IllegalTransition { from: self, to })
-        }
+        if self.can_become(to) { Ok(to) } else { Err(IllegalTransition { from: self, to }) }
     }
 }
 

@@ -1,0 +1,203 @@
+//! The embedded backend in a data dir, and the commands that read it.
+
+use crate::render;
+use kiln_core::system::Ports;
+use kiln_domain::BuildId;
+use kiln_domain::logs::LogStream;
+use kiln_store::LogStore;
+use kiln_store::local::{LocalLogStore, LocalQueue, LocalStateStore, QueueOptions};
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Opens the local backend in `data_dir`. `KILN_TEST_DELIVER_TWICE=1` makes every queue
+/// deliver each message twice (a test switch for idempotency).
+pub fn open(data_dir: &Path) -> std::io::Result<Ports> {
+    std::fs::create_dir_all(data_dir)?;
+    let twice = std::env::var("KILN_TEST_DELIVER_TWICE").is_ok_and(|v| v == "1");
+    let queue = |fifo: bool| {
+        Arc::new(LocalQueue::new(QueueOptions {
+            fifo,
+            deliver_twice: twice,
+            visibility_timeout: Duration::from_secs(30),
+            ..QueueOptions::default()
+        }))
+    };
+    Ok(Ports {
+        state: Arc::new(LocalStateStore::open(data_dir)?),
+        logs: Arc::new(LocalLogStore::open(data_dir)?),
+        events: queue(true),
+        dispatch: queue(false),
+        jobs: queue(false),
+    })
+}
+
+/// Follows every log stream of a build, yielding whole lines labelled `stage/step`.
+#[derive(Default)]
+pub struct Tail {
+    streams: HashMap<String, TailState>,
+}
+
+#[derive(Default)]
+struct TailState {
+    offset: u64,
+    partial: Vec<u8>,
+    /// Read to its end and flushed: nothing more will come.
+    done: bool,
+}
+
+impl Tail {
+    /// Reads what is new in every stream and hands each whole line (without its newline)
+    /// to `emit` with its label; at most one read's worth of bytes is held at a time.
+    /// `build_ended` says no more bytes can arrive (the init log is never completed by a
+    /// runner: it ends with its build), so partial last lines are handed over too.
+    pub async fn poll(
+        &mut self,
+        logs: &dyn LogStore,
+        build: &BuildId,
+        build_ended: bool,
+        mut emit: impl FnMut(&str, &[u8]),
+    ) {
+        let Ok(list) = logs.list(build).await else { return };
+        for info in list {
+            let st = self.streams.entry(info.stream.key()).or_default();
+            if st.done {
+                continue;
+            }
+            let label = info.stream.display_name();
+            let mut complete = false;
+            while let Ok(r) = logs.read(build, &info.stream, st.offset, 1 << 20).await {
+                st.offset = r.next_offset;
+                st.partial.extend_from_slice(&r.bytes);
+                let mut start = 0;
+                while let Some(i) = st.partial[start..].iter().position(|&c| c == b'\n') {
+                    emit(&label, &st.partial[start..start + i]);
+                    start += i + 1;
+                }
+                st.partial.drain(..start);
+                if r.bytes.is_empty() {
+                    complete = r.complete;
+                    break;
+                }
+            }
+            if complete || build_ended {
+                if !st.partial.is_empty() {
+                    emit(&label, &st.partial);
+                    st.partial.clear();
+                }
+                st.done = true;
+            }
+        }
+    }
+
+    /// Every stream seen has been read to its end.
+    pub fn drained(&self) -> bool {
+        self.streams.values().all(|s| s.done)
+    }
+}
+
+fn open_read(data_dir: &Path) -> Result<Ports, u8> {
+    if !data_dir.is_dir() {
+        eprintln!("kiln: no data dir at {} (run a pipeline with `kiln run` first)", data_dir.display());
+        return Err(1);
+    }
+    open(data_dir).map_err(|e| {
+        eprintln!("kiln: cannot read {}: {e}", data_dir.display());
+        1
+    })
+}
+
+async fn load(ports: &Ports, build: &str) -> Result<kiln_domain::state::Build, u8> {
+    match ports.state.get_build(&BuildId::new(build)).await {
+        Ok(Some(b)) => Ok(b),
+        Ok(None) => {
+            eprintln!("kiln: no build {build} in this data dir");
+            Err(1)
+        }
+        Err(e) => {
+            eprintln!("kiln: {e}");
+            Err(1)
+        }
+    }
+}
+
+pub async fn status(data_dir: &Path, build: &str, json: bool) -> u8 {
+    let ports = match open_read(data_dir) {
+        Ok(p) => p,
+        Err(c) => return c,
+    };
+    let b = match load(&ports, build).await {
+        Ok(b) => b,
+        Err(c) => return c,
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&render::build_json(&b)).unwrap_or_default());
+    } else {
+        print!("{}", render::summary(&b));
+    }
+    0
+}
+
+pub async fn logs(data_dir: &Path, build: &str, stream: Option<&str>, init: bool) -> u8 {
+    let ports = match open_read(data_dir) {
+        Ok(p) => p,
+        Err(c) => return c,
+    };
+    let b = match load(&ports, build).await {
+        Ok(b) => b,
+        Err(c) => return c,
+    };
+    let list = match ports.logs.list(&b.id).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("kiln: {e}");
+            return 1;
+        }
+    };
+    let wanted: Vec<LogStream> = if init {
+        list.iter().filter(|i| i.stream == LogStream::Init).map(|i| i.stream.clone()).collect()
+    } else if let Some(name) = stream {
+        // The latest attempt of that step or service.
+        list.iter()
+            .rev()
+            .find(|i| i.stream.display_name() == name)
+            .map(|i| i.stream.clone())
+            .into_iter()
+            .collect()
+    } else {
+        list.iter().map(|i| i.stream.clone()).collect()
+    };
+    if wanted.is_empty() {
+        let what = if init { "an init log".to_string() } else { format!("a log {}", stream.unwrap_or("")) };
+        eprintln!("kiln: build {} has no {what}", b.id);
+        let names: Vec<String> = list.iter().map(|i| i.stream.display_name()).collect();
+        if !names.is_empty() {
+            eprintln!("kiln: its logs: {}", names.join(", "));
+        }
+        return 1;
+    }
+    let headers = wanted.len() > 1;
+    let mut stdout = std::io::stdout().lock();
+    for s in wanted {
+        if headers {
+            let _ = writeln!(stdout, "==> {} <==", s.display_name());
+        }
+        let mut offset = 0;
+        loop {
+            match ports.logs.read(&b.id, &s, offset, 1 << 20).await {
+                Ok(r) if r.bytes.is_empty() => break,
+                Ok(r) => {
+                    let _ = stdout.write_all(&r.bytes);
+                    offset = r.next_offset;
+                }
+                Err(e) => {
+                    eprintln!("kiln: {e}");
+                    return 1;
+                }
+            }
+        }
+    }
+    0
+}

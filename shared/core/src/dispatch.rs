@@ -1,0 +1,44 @@
+//! Dispatch: turns a ready stage into a job on the jobs queue, once.
+
+use crate::job::Job;
+use crate::queues::{DispatchRequest, HandleError};
+use kiln_domain::Status;
+use kiln_store::{OutMessage, Queue, StateStore};
+
+/// Queues the stage's job unless it was queued before. The job is sent before the stage
+/// is marked dispatched: a crash in between sends it again, and the runner's claim turns
+/// the second copy away; the other order could lose the job.
+pub async fn handle_dispatch(
+    state: &dyn StateStore,
+    jobs: &dyn Queue,
+    req: &DispatchRequest,
+) -> Result<(), HandleError> {
+    let retry = |e: &dyn std::fmt::Display| HandleError::Retry(e.to_string());
+    let build = state
+        .get_build(&req.build)
+        .await
+        .map_err(|e| retry(&e))?
+        .ok_or_else(|| HandleError::Drop(format!("dispatch for unknown build {}", req.build)))?;
+    let Some(stage) = build.stage(req.stage.as_str()) else {
+        return Err(HandleError::Drop(format!("dispatch for unknown stage {} of {}", req.stage, req.build)));
+    };
+    if stage.dispatched || stage.status != Status::Pending || build.status != Status::Running {
+        return Ok(());
+    }
+    let Some(plan) = build.plan.stage(stage.name.template()) else {
+        return Err(HandleError::Drop(format!("stage {} is not in the plan", stage.name)));
+    };
+    let job = Job {
+        build: build.id.clone(),
+        repo: build.repo.clone(),
+        stage: stage.name.clone(),
+        plan: plan.clone(),
+        env: build.plan.env.clone(),
+        trigger_event: stage.trigger_event.clone(),
+    };
+    let body = serde_json::to_string(&job).map_err(|e| HandleError::Drop(e.to_string()))?;
+    jobs.send(OutMessage::new(body)).await.map_err(|e| retry(&e))?;
+    state.mark_dispatched(&build.id, &stage.name).await.map_err(|e| retry(&e))?;
+    tracing::info!(build = %build.id, stage = %stage.name, "job queued");
+    Ok(())
+}

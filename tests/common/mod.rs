@@ -1,0 +1,86 @@
+//! Helpers for the end-to-end tests: run the real `kiln` binary in a scratch directory.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("cli/ has a parent").to_path_buf()
+}
+
+/// A scratch dir with a data dir inside.
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    pub fn new() -> Self {
+        Self { dir: tempfile::tempdir().expect("tempdir") }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Writes a pipeline file and returns its path.
+    pub fn pipeline(&self, name: &str, yaml: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, yaml).expect("write pipeline");
+        p
+    }
+
+    /// `kiln ARGS` with this scratch's data dir.
+    pub fn kiln(&self, args: &[&str]) -> Output {
+        self.kiln_env(args, &[])
+    }
+
+    pub fn kiln_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
+        cmd.args(args).env("KILN_DATA_DIR", self.data_dir()).env_remove("KILN_TEST_DELIVER_TWICE");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.current_dir(repo_root()).output().expect("run kiln")
+    }
+
+    /// `kiln run --json FILE`: the exit code and the finished build.
+    pub fn run_json(&self, file: &Path, env: &[(&str, &str)]) -> (i32, serde_json::Value) {
+        let out = self.kiln_env(&["run", "--json", file.to_str().expect("utf-8 path")], env);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let doc = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+            panic!("stdout is not JSON ({e}):\n{stdout}\nstderr:\n{}", String::from_utf8_lossy(&out.stderr))
+        });
+        (out.status.code().unwrap_or(-1), doc)
+    }
+
+    /// The bytes of one log, read back with `kiln logs BUILD STAGE/STEP`.
+    pub fn log(&self, build: &str, stream: &str) -> Vec<u8> {
+        let out = self.kiln(&["logs", build, stream]);
+        assert!(out.status.success(), "kiln logs {build} {stream}: {}", String::from_utf8_lossy(&out.stderr));
+        out.stdout
+    }
+}
+
+/// `(stage, step) → status` pairs of a finished build document.
+pub fn step_statuses(doc: &serde_json::Value) -> Vec<(String, String, String)> {
+    let mut v = Vec::new();
+    for s in doc["stages"].as_array().expect("stages") {
+        for t in s["steps"].as_array().expect("steps") {
+            v.push((
+                s["name"].as_str().unwrap_or_default().to_string(),
+                t["name"].as_str().unwrap_or_default().to_string(),
+                t["status"].as_str().unwrap_or_default().to_string(),
+            ));
+        }
+    }
+    v
+}
+
+pub fn stage_status(doc: &serde_json::Value, stage: &str) -> String {
+    doc["stages"]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["name"] == stage))
+        .and_then(|s| s["status"].as_str())
+        .unwrap_or("<missing>")
+        .to_string()
+}
