@@ -1,11 +1,12 @@
 //! The event fan-in: the only place that changes status. Applies each event to its build
 //! through the state machine in `kiln_domain::react`, records the event and the lifecycle
 //! events it causes in one commit (idempotent by event id), then asks dispatch to queue
-//! whatever stages became ready.
+//! whatever stages became ready. It is also the only writer of the image catalog: the
+//! records the reaction needs are read first, and its writes go in the same commit.
 
 use crate::queues::{DispatchRequest, HandleError};
 use kiln_domain::event::{CloudEvent, now_ms};
-use kiln_domain::react::{react, ready_stages};
+use kiln_domain::react::{catalog_reads, react, react_catalog, ready_stages};
 use kiln_store::{Commit, CommitOutcome, OutMessage, Queue, StateStore, StoreError};
 
 /// How often a commit that lost a race is recomputed before the message is retried.
@@ -29,7 +30,13 @@ pub async fn handle_event(
             .await
             .map_err(retry)?
             .ok_or_else(|| HandleError::Drop(format!("event {} for unknown build {id}", event.id)))?;
-        let reaction = react(&build, event, now_ms());
+        let now = now_ms();
+        let mut reaction = react(&build, event, now);
+        let mut records = Vec::new();
+        for image in catalog_reads(&build, event, &reaction) {
+            records.extend(state.get_image(&image).await.map_err(retry)?);
+        }
+        react_catalog(&build, event, &mut reaction, &records, now);
         for why in &reaction.refused {
             tracing::warn!(build = %id, event = %event.id, r#type = %event.ty, "refused: {why}");
         }
@@ -41,6 +48,7 @@ pub async fn handle_event(
             transitions: reaction.transitions,
             new_stages: reaction.new_stages,
             events,
+            images: reaction.catalog,
         };
         match state.commit(&id, &commit).await {
             Ok(CommitOutcome::Applied { first_seq }) => {

@@ -1,8 +1,10 @@
 //! The compile function: pipeline text → a stored build, and the event that starts it.
 
 use crate::queues::send_event;
+use kiln_domain::catalog::{PROVIDERS_ENV, requested_providers};
 use kiln_domain::compile::{CompileError, compile};
 use kiln_domain::event::{CloudEvent, now_ms, types};
+use kiln_domain::plan::Plan;
 use kiln_domain::state::Build;
 use kiln_domain::{BuildId, Repo};
 use kiln_store::{Queue, QueueError, StateStore, StoreError};
@@ -27,7 +29,29 @@ pub async fn submit(
     source: &[u8],
 ) -> Result<Build, SubmitError> {
     let plan = compile(source).map_err(SubmitError::Invalid)?;
-    let build = Build::new(BuildId::generate(), repo, plan, now_ms());
+    submit_plan(state, events, repo, plan, None).await
+}
+
+/// Stores a new pending build of an already compiled `plan` (a stored build's, for
+/// "build the missing images") and queues its `build-created` report.
+///
+/// `providers` restricts the providers its images are built for (`None`: all of them);
+/// the caller checks them against the plan. The build records them
+/// ([`Build::providers`]), and when the plan has images, steps see the effective list,
+/// comma-separated, in `KILN_PROVIDERS` (set in the plan's environment here).
+pub async fn submit_plan(
+    state: &dyn StateStore,
+    events: &dyn Queue,
+    repo: Repo,
+    plan: Plan,
+    providers: Option<Vec<String>>,
+) -> Result<Build, SubmitError> {
+    let mut build = Build::new(BuildId::generate(), repo, plan, now_ms());
+    build.providers = providers;
+    if !build.plan.images.is_empty() {
+        let list = requested_providers(&build).join(",");
+        build.plan.env.insert(PROVIDERS_ENV.to_string(), list);
+    }
     state.create_build(&build).await?;
     let created = CloudEvent::new(
         types::BUILD_CREATED,

@@ -2,6 +2,7 @@
 //! machine shared by builds, stages and steps, the CloudEvents envelope and the rules that
 //! turn events into transitions. Nothing here does I/O.
 
+pub mod catalog;
 pub mod compile;
 pub mod event;
 pub mod ids;

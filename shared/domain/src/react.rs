@@ -12,12 +12,18 @@
 //! - the build ends when every stage has ended: failed if any failed, else succeeded;
 //! - a cancel ends the build at once as canceled; its pending stages are canceled and its
 //!   running stages end as canceled when their runners report back.
+//!
+//! The image catalog's writes come from [`react_catalog`], over the records the fan-in
+//! read ([`catalog_reads`]); its rules are in [`crate::catalog`].
 
+use crate::catalog::{self, CatalogWrite, ImageRecord, ImageUpdate};
 use crate::event::{CloudEvent, types};
 use crate::ids::{StageName, StepName};
+use crate::protocol::{ImageOutcome, Phase};
 use crate::state::{Build, Patch, StageState, Target, Transition};
 use crate::status::Status;
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 
 /// What the fan-in should commit for one event.
 #[derive(Debug, Clone, Default)]
@@ -30,6 +36,8 @@ pub struct Reaction {
     pub refused: Vec<String>,
     /// The build as it will be once the reaction is committed.
     pub after: Option<Build>,
+    /// Conditional writes to the image catalog (filled by [`react_catalog`]).
+    pub catalog: Vec<CatalogWrite>,
 }
 
 /// Works out the reaction to `event` on `build`.
@@ -40,6 +48,172 @@ pub fn react(build: &Build, event: &CloudEvent, now_ms: u64) -> Reaction {
     let mut out = r.out;
     out.after = Some(r.b);
     out
+}
+
+/// The images whose catalog records the fan-in reads before [`react_catalog`]: every
+/// image of the plan when the reaction starts or ends the build, else the image an image
+/// report is about (if the pipeline has it).
+pub fn catalog_reads(build: &Build, event: &CloudEvent, reaction: &Reaction) -> Vec<String> {
+    let after = reaction.after.as_ref().unwrap_or(build);
+    if starts(reaction) || ends(build, after) {
+        return build.plan.images.iter().map(|i| i.name.clone()).collect();
+    }
+    match event.data_str("image") {
+        Some(image) if is_image_report(event) && build.plan.images.iter().any(|i| i.name == image) => {
+            vec![image.to_string()]
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// Adds to `reaction` the catalog writes for `event` on `build`, given the current
+/// records of the images [`catalog_reads`] named: the build's pairs are queued when it
+/// starts, an image report updates its pair, and when the build ends its pairs still
+/// open fail with "no result reported". One write per pair, conditional on the version
+/// read; updates the rules ignore go to `refused`.
+pub fn react_catalog(
+    build: &Build,
+    event: &CloudEvent,
+    reaction: &mut Reaction,
+    records: &[ImageRecord],
+    now_ms: u64,
+) {
+    let after = reaction.after.as_ref().unwrap_or(build);
+    let (starting, ending) = (starts(reaction), ends(build, after));
+    let mut c =
+        CatalogChanges { build, read: records, changed: BTreeMap::new(), now_ms, refused: Vec::new() };
+    if starting {
+        for (image, provider) in catalog::requested_pairs(build) {
+            c.update(&image, &provider, &ImageUpdate::Queued);
+        }
+    }
+    if is_image_report(event) {
+        match image_report(build, event) {
+            Ok((image, provider, update)) => c.update(&image, &provider, &update),
+            Err(why) => c.refused.push(why),
+        }
+    }
+    if ending {
+        let open: Vec<(String, String)> = c
+            .current_all()
+            .filter(|r| r.build == build.id && !r.status.is_terminal())
+            .map(|r| (r.image.clone(), r.provider.clone()))
+            .collect();
+        for (image, provider) in open {
+            c.update(&image, &provider, &ImageUpdate::NoResult);
+        }
+    }
+    let CatalogChanges { read, changed, refused, .. } = c;
+    reaction.refused.extend(refused);
+    reaction.catalog.extend(changed.into_values().map(|record| {
+        let expected_version = read
+            .iter()
+            .find(|r| r.image == record.image && r.provider == record.provider)
+            .map_or(0, |r| r.version);
+        CatalogWrite { expected_version, record }
+    }));
+}
+
+/// The reaction starts the build (it may end it too, when nothing can run).
+fn starts(reaction: &Reaction) -> bool {
+    reaction.transitions.iter().any(|t| t.target == Target::Build && t.to == Status::Running)
+}
+
+fn ends(before: &Build, after: &Build) -> bool {
+    !before.status.is_terminal() && after.status.is_terminal()
+}
+
+fn is_image_report(e: &CloudEvent) -> bool {
+    e.ty == types::IMAGE_PROGRESS || e.ty == types::IMAGE_RESULT
+}
+
+/// Reads an image report, checking it against the pipeline's `images:`.
+fn image_report(build: &Build, e: &CloudEvent) -> Result<(String, String, ImageUpdate), String> {
+    let (Some(image), Some(provider)) = (e.data_str("image"), e.data_str("provider")) else {
+        return Err(format!("{} event {} lacks its image or provider", e.ty, e.id));
+    };
+    let Some(spec) = build.plan.images.iter().find(|i| i.name == image) else {
+        return Err(format!("image {image} is not in the pipeline's images"));
+    };
+    if !spec.providers.iter().any(|p| p == provider) {
+        return Err(format!("image {image} has no provider {provider} in the pipeline"));
+    }
+    if let Some(by) = &spec.built_by {
+        match e.data_str("stage").map(StageName::new) {
+            Some(s) if s.template() == by.as_str() => {}
+            Some(s) => {
+                return Err(format!("image {image} is built by stage {by}: stage {s} may not report it"));
+            }
+            None => {
+                return Err(format!(
+                    "image {image} is built by stage {by}: a report without a stage is refused"
+                ));
+            }
+        }
+    }
+    let update = if e.ty == types::IMAGE_PROGRESS {
+        let percent = match e.data_u64("percent") {
+            Some(p) if p <= 100 => p as u8,
+            _ => return Err(format!("{image}/{provider}: progress without a percent from 0 to 100")),
+        };
+        let phase = match e.data_str("phase") {
+            None | Some("building") => Phase::Building,
+            Some("pushing") => Phase::Pushing,
+            Some(other) => return Err(format!("{image}/{provider}: unknown phase {other}")),
+        };
+        ImageUpdate::Progress { percent, phase }
+    } else {
+        match e.data.get("ok").and_then(Value::as_bool) {
+            Some(true) => {
+                ImageUpdate::Result(ImageOutcome::Ok { uri: e.data_str("uri").map(str::to_string) })
+            }
+            Some(false) => ImageUpdate::Result(ImageOutcome::Error {
+                message: e.data_str("error").unwrap_or("failed").to_string(),
+            }),
+            None => return Err(format!("{image}/{provider}: result without ok")),
+        }
+    };
+    Ok((image.to_string(), provider.to_string(), update))
+}
+
+/// The catalog as one reaction changes it: what was read, and the new records.
+struct CatalogChanges<'a> {
+    build: &'a Build,
+    read: &'a [ImageRecord],
+    changed: BTreeMap<(String, String), ImageRecord>,
+    now_ms: u64,
+    refused: Vec<String>,
+}
+
+impl CatalogChanges<'_> {
+    fn current(&self, image: &str, provider: &str) -> Option<&ImageRecord> {
+        self.changed
+            .get(&(image.to_string(), provider.to_string()))
+            .or_else(|| self.read.iter().find(|r| r.image == image && r.provider == provider))
+    }
+
+    fn current_all(&self) -> impl Iterator<Item = &ImageRecord> {
+        let unchanged =
+            self.read.iter().filter(|r| !self.changed.contains_key(&(r.image.clone(), r.provider.clone())));
+        self.changed.values().chain(unchanged)
+    }
+
+    fn update(&mut self, image: &str, provider: &str, update: &ImageUpdate) {
+        let current = self.current(image, provider);
+        match catalog::apply(current, image, provider, &self.build.id, update, self.now_ms) {
+            Ok(mut record) => {
+                // Several changes of one pair in one reaction make one write.
+                record.version = self
+                    .read
+                    .iter()
+                    .find(|r| r.image == image && r.provider == provider)
+                    .map_or(0, |r| r.version)
+                    + 1;
+                self.changed.insert((image.to_string(), provider.to_string()), record);
+            }
+            Err(why) => self.refused.push(why),
+        }
+    }
 }
 
 /// Stages that may be dispatched now: pending, not yet queued, every need succeeded.
@@ -157,7 +331,8 @@ impl Reactor {
                     self.end_stage(&stage, Status::Canceled, Status::Canceled, Some("build canceled".into()));
                 }
             }
-            // Other events (image progress, events steps emit) are recorded, not applied.
+            // Other events are recorded, not applied (image reports go to the catalog:
+            // `react_catalog`).
             _ => {}
         }
     }
@@ -460,6 +635,214 @@ mod tests {
         let (b, _) = step(&b, types::STAGE_STARTED, json!({"stage": "a", "attempt": 2}));
         let (_, r) = step(&b, types::STEP_STARTED, json!({"stage": "a", "step": "s0", "attempt": 1}));
         assert!(r.transitions.is_empty());
+    }
+
+    // ----- the image catalog ------------------------------------------------------------
+
+    use crate::catalog::{CatalogWrite, ImageRecord, NO_RESULT};
+    use crate::plan::ImageSpec;
+    use crate::status::ImageStatus;
+    use std::collections::BTreeMap;
+
+    /// A store of records, as the fan-in sees it.
+    type Records = BTreeMap<(String, String), ImageRecord>;
+
+    fn image_plan(built_by: Option<&str>) -> Plan {
+        let mut p = plan(&[("bake", &[], 1), ("other", &[], 1)]);
+        p.images = vec![ImageSpec {
+            name: "os".into(),
+            providers: vec!["aws".into(), "gcp".into(), "azure".into()],
+            built_by: built_by.map(StageName::new),
+        }];
+        p
+    }
+
+    /// What the fan-in does: react, read what the catalog needs, react_catalog, commit.
+    fn fan_in(b: &Build, records: &mut Records, e: &CloudEvent) -> (Build, Reaction) {
+        let mut r = react(b, e, 7);
+        let wanted = catalog_reads(b, e, &r);
+        let read: Vec<ImageRecord> =
+            records.values().filter(|x| wanted.contains(&x.image)).cloned().collect();
+        react_catalog(b, e, &mut r, &read, 7);
+        for w in &r.catalog {
+            let key = (w.record.image.clone(), w.record.provider.clone());
+            w.check(records.get(&key)).expect("the write's condition holds");
+            records.insert(key, w.record.clone());
+        }
+        (r.after.clone().unwrap(), r)
+    }
+
+    fn report(b: &Build, ty: &str, stage: &str, data: Value) -> CloudEvent {
+        let mut data = data;
+        data["stage"] = json!(stage);
+        data["step"] = json!("s0");
+        ev(b, ty, data)
+    }
+
+    fn progress(b: &Build, provider: &str, percent: u8) -> CloudEvent {
+        report(
+            b,
+            types::IMAGE_PROGRESS,
+            "bake",
+            json!({"image": "os", "provider": provider, "percent": percent}),
+        )
+    }
+
+    fn result(b: &Build, provider: &str, ok: bool) -> CloudEvent {
+        let data = if ok {
+            json!({"image": "os", "provider": provider, "ok": true, "uri": format!("{provider}://os")})
+        } else {
+            json!({"image": "os", "provider": provider, "ok": false, "error": "quota exceeded"})
+        };
+        report(b, types::IMAGE_RESULT, "bake", data)
+    }
+
+    fn status_of(records: &Records, provider: &str) -> (ImageStatus, u8) {
+        let r = &records[&("os".to_string(), provider.to_string())];
+        (r.status, r.percent)
+    }
+
+    fn created(p: Plan, providers: Option<&[&str]>, records: &mut Records) -> Build {
+        let mut b = Build::new(BuildId::generate(), Repo::new("a", "b"), p, 0);
+        b.providers = providers.map(|p| p.iter().map(|s| s.to_string()).collect());
+        let e = ev(&b, types::BUILD_CREATED, json!({}));
+        fan_in(&b, records, &e).0
+    }
+
+    #[test]
+    fn a_new_build_queues_its_requested_pairs() {
+        let mut records = Records::new();
+        created(image_plan(None), None, &mut records);
+        assert_eq!(records.len(), 3);
+        assert!(records.values().all(|r| r.status == ImageStatus::Queued && r.version == 1));
+        let mut only = Records::new();
+        created(image_plan(None), Some(&["azure"]), &mut only);
+        assert_eq!(only.keys().map(|k| k.1.as_str()).collect::<Vec<_>>(), vec!["azure"]);
+    }
+
+    #[test]
+    fn two_completes_and_one_failure_and_unreported_pairs_fail_at_the_end() {
+        let mut records = Records::new();
+        let b = created(image_plan(Some("bake")), None, &mut records);
+        let (b, _) = step(&b, types::STAGE_STARTED, json!({"stage": "bake", "attempt": 1}));
+        for e in [
+            progress(&b, "aws", 50),
+            result(&b, "aws", true),
+            result(&b, "azure", false),
+            progress(&b, "gcp", 40),
+        ] {
+            let (_, r) = fan_in(&b, &mut records, &e);
+            assert_eq!(r.catalog.len(), 1, "{:?}", r.refused);
+        }
+        assert_eq!(status_of(&records, "aws"), (ImageStatus::Complete, 100));
+        assert_eq!(status_of(&records, "gcp"), (ImageStatus::Building, 40));
+        let azure = &records[&("os".to_string(), "azure".to_string())];
+        assert_eq!((azure.status, azure.error.as_deref()), (ImageStatus::Failed, Some("quota exceeded")));
+        // The build ends (both stages): gcp never got a result.
+        let b = run_stage(b, "other", &[0]);
+        let e = ev(&b, types::STEP_STARTED, json!({"stage": "bake", "step": "s0", "attempt": 1}));
+        let (b, _) = fan_in(&b, &mut records, &e);
+        let e = ev(
+            &b,
+            types::STEP_FINISHED,
+            json!({"stage": "bake", "step": "s0", "attempt": 1, "exit_code": 1}),
+        );
+        let (b, _) = fan_in(&b, &mut records, &e);
+        let e = ev(&b, types::STAGE_FINISHED, json!({"stage": "bake", "attempt": 1}));
+        let (b, r) = fan_in(&b, &mut records, &e);
+        assert_eq!(b.status, Status::Failed);
+        assert_eq!(r.catalog.len(), 1, "only the open pair: {:?}", r.catalog);
+        let gcp = &records[&("os".to_string(), "gcp".to_string())];
+        assert_eq!(
+            (gcp.status, gcp.percent, gcp.error.as_deref()),
+            (ImageStatus::Failed, 40, Some(NO_RESULT))
+        );
+        assert_eq!(status_of(&records, "aws"), (ImageStatus::Complete, 100), "untouched");
+    }
+
+    #[test]
+    fn duplicate_and_out_of_order_image_events_end_as_if_each_arrived_once_in_order() {
+        let mut in_order = Records::new();
+        let b = created(image_plan(None), Some(&["aws"]), &mut in_order);
+        let mut shuffled = in_order.clone();
+        let events = [progress(&b, "aws", 20), progress(&b, "aws", 70), result(&b, "aws", true)];
+        for e in &events {
+            fan_in(&b, &mut in_order, e);
+        }
+        for i in [1, 0, 2, 1, 2, 0] {
+            let (_, r) = fan_in(&b, &mut shuffled, &events[i]);
+            assert!(r.transitions.is_empty());
+        }
+        let strip = |r: &Records| -> Vec<(ImageStatus, u8, Option<String>, Option<String>)> {
+            r.values().map(|x| (x.status, x.percent, x.uri.clone(), x.error.clone())).collect()
+        };
+        assert_eq!(strip(&shuffled), strip(&in_order));
+        assert_eq!(status_of(&in_order, "aws"), (ImageStatus::Complete, 100));
+    }
+
+    #[test]
+    fn older_builds_late_report_is_ignored() {
+        let mut records = Records::new();
+        let old = created(image_plan(None), Some(&["aws"]), &mut records);
+        let new = created(image_plan(None), Some(&["aws"]), &mut records);
+        fan_in(&new, &mut records, &progress(&new, "aws", 30));
+        let (_, r) = fan_in(&old, &mut records, &result(&old, "aws", true));
+        assert!(r.catalog.is_empty());
+        assert!(r.refused[0].contains("is newer"), "{:?}", r.refused);
+        let rec = &records[&("os".to_string(), "aws".to_string())];
+        assert_eq!((rec.build.clone(), rec.status, rec.percent), (new.id.clone(), ImageStatus::Building, 30));
+        // The old build ending leaves the newer build's record alone.
+        let (old, r) = fan_in(&old, &mut records, &ev(&old, types::CANCEL_REQUESTED, json!({})));
+        assert!(old.status.is_terminal());
+        assert!(r.catalog.is_empty(), "{:?}", r.catalog);
+    }
+
+    #[test]
+    fn built_by_and_unknown_images_or_providers_are_refused() {
+        let mut records = Records::new();
+        let b = created(image_plan(Some("bake")), None, &mut records);
+        let before = records.clone();
+        let refused = |e: CloudEvent, records: &mut Records| {
+            let (_, r) = fan_in(&b, records, &e);
+            assert!(r.catalog.is_empty(), "{:?}", r.catalog);
+            r.refused.join("; ")
+        };
+        let other =
+            report(&b, types::IMAGE_RESULT, "other", json!({"image": "os", "provider": "aws", "ok": true}));
+        assert!(refused(other, &mut records).contains("built by stage bake"));
+        let unknown =
+            report(&b, types::IMAGE_RESULT, "bake", json!({"image": "nope", "provider": "aws", "ok": true}));
+        assert!(refused(unknown, &mut records).contains("not in the pipeline"));
+        let provider =
+            report(&b, types::IMAGE_RESULT, "bake", json!({"image": "os", "provider": "ibm", "ok": true}));
+        assert!(refused(provider, &mut records).contains("no provider ibm"));
+        assert_eq!(records, before);
+        // Without built-by, any stage may report.
+        let mut records = Records::new();
+        let b = created(image_plan(None), None, &mut records);
+        let e =
+            report(&b, types::IMAGE_RESULT, "other", json!({"image": "os", "provider": "aws", "ok": true}));
+        assert_eq!(fan_in(&b, &mut records, &e).1.catalog.len(), 1);
+    }
+
+    #[test]
+    fn one_write_per_pair_even_when_a_build_starts_and_ends_at_once() {
+        // A build whose only stage is event-triggered starts and ends on build-created.
+        let mut p = image_plan(None);
+        p.stages.iter_mut().for_each(|s| {
+            s.triggers = vec![crate::plan::Trigger {
+                events: vec!["go".into()],
+                where_: Default::default(),
+                policy: crate::plan::TriggerPolicy::Create,
+            }]
+        });
+        let mut records = Records::new();
+        let b = Build::new(BuildId::generate(), Repo::new("a", "b"), p, 0);
+        let (after, r) = fan_in(&b, &mut records, &ev(&b, types::BUILD_CREATED, json!({})));
+        assert!(after.status.is_terminal());
+        assert_eq!(r.catalog.len(), 3);
+        assert!(r.catalog.iter().all(|w: &CatalogWrite| w.expected_version == 0 && w.record.version == 1));
+        assert!(records.values().all(|x| x.status == ImageStatus::Failed));
     }
 
     #[test]

@@ -21,6 +21,11 @@ pub struct Build {
     pub reason: Option<String>,
     pub plan: Plan,
     pub stages: Vec<StageState>,
+    /// The providers this build was asked to build its images for (`POST
+    /// /v1/images/{name}/builds`); `None`: every provider of each image. Steps see the list
+    /// in `KILN_PROVIDERS` (see `catalog::requested_providers`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub providers: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -93,6 +98,7 @@ impl Build {
             reason: None,
             plan,
             stages,
+            providers: None,
         }
     }
 
@@ -262,4 +268,7 @@ pub enum TransitionError {
     Stale { target: Target, expected: Status, actual: Status },
     #[error("{target}: illegal transition {from} -> {to}")]
     Illegal { target: Target, from: Status, to: Status },
+    /// A catalog write lost: the image's record is not at the version the writer read.
+    #[error("image {image}/{provider} is at version {actual}, not {expected}")]
+    StaleImage { image: String, provider: String, expected: u64, actual: u64 },
 }

@@ -14,12 +14,14 @@ use crate::{
     StoreError,
 };
 use async_trait::async_trait;
+use kiln_domain::catalog::{CatalogWrite, ImageRecord};
 use kiln_domain::event::{CloudEvent, StoredEvent, now_ms};
 use kiln_domain::logs::LogStream;
 use kiln_domain::plan::{
     DEFAULT_BUILD_TIMEOUT_MS, DEFAULT_STAGE_TIMEOUT_MS, Plan, RunsOn, StagePlan, StepPlan,
 };
 use kiln_domain::state::{Build, Patch, StageState, Target, Transition, TransitionError};
+use kiln_domain::status::ImageStatus;
 use kiln_domain::{BuildId, Repo, StageName, Status};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -95,7 +97,7 @@ fn tr(target: Target, from: Status, to: Status) -> Transition {
 }
 
 fn commit(event_id: &str, transitions: Vec<Transition>, events: Vec<CloudEvent>) -> Commit {
-    Commit { event_id: event_id.to_string(), transitions, new_stages: Vec::new(), events }
+    Commit { event_id: event_id.to_string(), transitions, new_stages: Vec::new(), events, images: Vec::new() }
 }
 
 async fn created(s: &dyn StateStore, repo: &Repo) -> Build {
@@ -130,6 +132,11 @@ pub async fn state_suite(s: &dyn StateStore) {
     state_mark_dispatched_once(s).await;
     state_claim_job(s).await;
     state_claim_finished(s).await;
+    catalog_round_trip(s).await;
+    catalog_stale_write_refused(s).await;
+    catalog_duplicate_event_writes_once(s).await;
+    catalog_concurrent_writes(s).await;
+    catalog_list(s).await;
 }
 
 /// A created build reads back equal.
@@ -271,6 +278,7 @@ pub async fn state_refused_commit_changes_nothing(s: &dyn StateStore) {
         ],
         new_stages: vec![new_stage.clone()],
         events: vec![sample_event(&b.id, "t")],
+        images: Vec::new(),
     };
     // Stale: the step is pending, not running.
     let err = s.commit(&b.id, &bad(tr(step("build", "compile"), Status::Running, Status::Succeeded))).await;
@@ -306,6 +314,7 @@ pub async fn state_new_stages(s: &dyn StateStore) {
         transitions: vec![],
         new_stages: vec![inst.clone()],
         events: vec![sample_event(&b.id, "t")],
+        images: Vec::new(),
     };
     assert!(matches!(s.commit(&b.id, &c).await.expect("commit"), CommitOutcome::Applied { .. }));
     let now = get(s, &b.id).await;
@@ -317,6 +326,7 @@ pub async fn state_new_stages(s: &dyn StateStore) {
             transitions: vec![tr(Target::Build, Status::Pending, Status::Running)],
             new_stages: vec![StageState::new(name.into(), &plan.stages[1], None)],
             events: vec![sample_event(&b.id, "t")],
+            images: Vec::new(),
         };
         let err = s.commit(&b.id, &c).await;
         assert!(matches!(err, Err(StoreError::AlreadyExists(_))), "{name}: {err:?}");
@@ -419,6 +429,180 @@ pub async fn state_claim_finished(s: &dyn StateStore) {
     s.commit(&b.id, &c).await.expect("commit");
     // The build stage is still pending, but the build is over.
     assert_eq!(s.claim_job(&b.id, &"build".into(), "r1", long).await.expect("claim"), Claim::Finished);
+}
+
+// ---------------------------------------------------------------------------------------
+// Image catalog (in the state store; written only through commits)
+
+/// An image name no other check uses: `img-<random>`.
+pub fn unique_image() -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("img-{}", &id[..12])
+}
+
+/// A record of `image` for `provider` as `build` left it, at `version`.
+pub fn image_record(
+    image: &str,
+    provider: &str,
+    build: &BuildId,
+    status: ImageStatus,
+    version: u64,
+) -> ImageRecord {
+    ImageRecord {
+        image: image.to_string(),
+        provider: provider.to_string(),
+        status,
+        percent: if status == ImageStatus::Complete { 100 } else { 40 },
+        error: (status == ImageStatus::Failed).then(|| "quota exceeded".to_string()),
+        build: build.clone(),
+        uri: (status == ImageStatus::Complete).then(|| format!("{provider}://{image}")),
+        updated_ms: now_ms(),
+        version,
+    }
+}
+
+/// A write of `record` over the version before it.
+pub fn image_write(record: &ImageRecord) -> CatalogWrite {
+    CatalogWrite { expected_version: record.version - 1, record: record.clone() }
+}
+
+fn image_commit(event_id: &str, build: &BuildId, writes: Vec<CatalogWrite>) -> Commit {
+    Commit {
+        images: writes,
+        ..commit(event_id, vec![], vec![sample_event(build, "dev.kiln.image.progress")])
+    }
+}
+
+/// Records written by commits read back equal, per image sorted by provider; every
+/// version is in the history, sorted by build, provider, version. Unknown images are empty.
+pub async fn catalog_round_trip(s: &dyn StateStore) {
+    let b = created(s, &unique_repo()).await;
+    let img = unique_image();
+    let gcp = image_record(&img, "gcp", &b.id, ImageStatus::Queued, 1);
+    let aws = image_record(&img, "aws", &b.id, ImageStatus::Queued, 1);
+    let c = image_commit("img-1", &b.id, vec![image_write(&gcp), image_write(&aws)]);
+    assert_eq!(s.commit(&b.id, &c).await.expect("commit"), CommitOutcome::Applied { first_seq: 1 });
+    assert_eq!(s.get_image(&img).await.expect("get_image"), vec![aws.clone(), gcp.clone()]);
+    let aws2 = image_record(&img, "aws", &b.id, ImageStatus::Building, 2);
+    let aws3 = image_record(&img, "aws", &b.id, ImageStatus::Complete, 3);
+    for (i, r) in [&aws2, &aws3].into_iter().enumerate() {
+        let c = image_commit(&format!("img-{}", i + 2), &b.id, vec![image_write(r)]);
+        assert!(matches!(s.commit(&b.id, &c).await.expect("commit"), CommitOutcome::Applied { .. }));
+    }
+    assert_eq!(s.get_image(&img).await.expect("get_image"), vec![aws3.clone(), gcp.clone()]);
+    // A newer build's record, and the order of the history.
+    let b2 = created(s, &unique_repo()).await;
+    let aws4 = image_record(&img, "aws", &b2.id, ImageStatus::Queued, 4);
+    s.commit(&b2.id, &image_commit("img-4", &b2.id, vec![image_write(&aws4)])).await.expect("commit");
+    assert_eq!(
+        s.image_history(&img).await.expect("history"),
+        vec![aws, aws2, aws3, gcp.clone(), aws4.clone()],
+        "by build, provider, version"
+    );
+    assert_eq!(s.get_image(&img).await.expect("get_image"), vec![aws4, gcp]);
+    let unknown = unique_image();
+    assert!(s.get_image(&unknown).await.expect("get_image").is_empty());
+    assert!(s.image_history(&unknown).await.expect("history").is_empty());
+}
+
+/// A catalog write whose record is not at the version it expects refuses the whole
+/// commit (`Conflict`, `StaleImage`): no record, history, transition or event changes,
+/// and its event id stays unused. A stale transition refuses the commit's catalog writes.
+pub async fn catalog_stale_write_refused(s: &dyn StateStore) {
+    let b = created(s, &unique_repo()).await;
+    let img = unique_image();
+    let v1 = image_record(&img, "aws", &b.id, ImageStatus::Queued, 1);
+    s.commit(&b.id, &image_commit("st-1", &b.id, vec![image_write(&v1)])).await.expect("commit");
+    let before =
+        (get(s, &b.id).await, all_events(s, &b.id).await, s.image_history(&img).await.expect("history"));
+    let other = image_record(&img, "gcp", &b.id, ImageStatus::Queued, 1);
+    for stale in [
+        // Written as if there were no record yet.
+        CatalogWrite {
+            expected_version: 0,
+            record: image_record(&img, "aws", &b.id, ImageStatus::Building, 1),
+        },
+        // Written over a version never stored.
+        CatalogWrite {
+            expected_version: 5,
+            record: image_record(&img, "aws", &b.id, ImageStatus::Building, 6),
+        },
+    ] {
+        let mut c = image_commit("st-2", &b.id, vec![image_write(&other), stale]);
+        c.transitions = vec![tr(Target::Build, Status::Pending, Status::Running)];
+        let err = s.commit(&b.id, &c).await;
+        assert!(matches!(err, Err(StoreError::Conflict(TransitionError::StaleImage { .. }))), "{err:?}");
+    }
+    // A stale transition: the catalog write is not applied either.
+    let mut c = image_commit("st-2", &b.id, vec![image_write(&other)]);
+    c.transitions = vec![tr(Target::Build, Status::Running, Status::Succeeded)];
+    let err = s.commit(&b.id, &c).await;
+    assert!(matches!(err, Err(StoreError::Conflict(TransitionError::Stale { .. }))), "{err:?}");
+    let after =
+        (get(s, &b.id).await, all_events(s, &b.id).await, s.image_history(&img).await.expect("history"));
+    assert_eq!(after, before, "nothing of a refused commit is applied");
+    assert_eq!(s.get_image(&img).await.expect("get_image"), vec![v1.clone()]);
+    // The event id was not recorded.
+    let v2 = image_record(&img, "aws", &b.id, ImageStatus::Building, 2);
+    let c = image_commit("st-2", &b.id, vec![image_write(&v2)]);
+    assert!(matches!(s.commit(&b.id, &c).await.expect("commit"), CommitOutcome::Applied { .. }));
+    assert_eq!(s.get_image(&img).await.expect("get_image"), vec![v2]);
+}
+
+/// A commit with catalog writes applied again (same event id) is a duplicate: the
+/// records and the history do not change.
+pub async fn catalog_duplicate_event_writes_once(s: &dyn StateStore) {
+    let b = created(s, &unique_repo()).await;
+    let img = unique_image();
+    let v1 = image_record(&img, "aws", &b.id, ImageStatus::Queued, 1);
+    let c = image_commit("dup-1", &b.id, vec![image_write(&v1)]);
+    assert!(matches!(s.commit(&b.id, &c).await.expect("commit"), CommitOutcome::Applied { .. }));
+    assert_eq!(s.commit(&b.id, &c).await.expect("commit"), CommitOutcome::Duplicate);
+    assert_eq!(s.get_image(&img).await.expect("get_image"), vec![v1.clone()]);
+    assert_eq!(s.image_history(&img).await.expect("history"), vec![v1]);
+}
+
+/// Two builds writing the same record from the same version at once: one applies, the
+/// other is a `Conflict`.
+pub async fn catalog_concurrent_writes(s: &dyn StateStore) {
+    let img = unique_image();
+    let repo = unique_repo();
+    let (b1, b2) = (created(s, &repo).await, created(s, &repo).await);
+    let w1 = image_write(&image_record(&img, "aws", &b1.id, ImageStatus::Queued, 1));
+    let w2 = image_write(&image_record(&img, "aws", &b2.id, ImageStatus::Queued, 1));
+    let (c1, c2) =
+        (image_commit("cc-1", &b1.id, vec![w1.clone()]), image_commit("cc-2", &b2.id, vec![w2.clone()]));
+    let (r1, r2) = tokio::join!(s.commit(&b1.id, &c1), s.commit(&b2.id, &c2));
+    let applied = [&r1, &r2].iter().filter(|r| matches!(r, Ok(CommitOutcome::Applied { .. }))).count();
+    let refused = [&r1, &r2]
+        .iter()
+        .filter(|r| matches!(r, Err(StoreError::Conflict(TransitionError::StaleImage { .. }))))
+        .count();
+    assert_eq!((applied, refused), (1, 1), "{r1:?} {r2:?}");
+    let winner = if r1.is_ok() { w1 } else { w2 };
+    assert_eq!(s.get_image(&img).await.expect("get_image"), vec![winner.record.clone()]);
+    assert_eq!(s.image_history(&img).await.expect("history"), vec![winner.record]);
+}
+
+/// The list holds every record, sorted by image, then provider.
+pub async fn catalog_list(s: &dyn StateStore) {
+    let b = created(s, &unique_repo()).await;
+    let (i1, i2) = (unique_image(), unique_image());
+    let mut mine = vec![
+        image_record(&i2, "gcp", &b.id, ImageStatus::Failed, 1),
+        image_record(&i1, "azure", &b.id, ImageStatus::Complete, 1),
+        image_record(&i2, "aws", &b.id, ImageStatus::Building, 1),
+    ];
+    let c = image_commit("ls-1", &b.id, mine.iter().map(image_write).collect());
+    s.commit(&b.id, &c).await.expect("commit");
+    let list = s.list_images().await.expect("list_images");
+    let keys: Vec<(&str, &str)> = list.iter().map(|r| (r.image.as_str(), r.provider.as_str())).collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    assert_eq!(keys, sorted, "sorted by image, then provider");
+    let listed: Vec<ImageRecord> = list.into_iter().filter(|r| r.image == i1 || r.image == i2).collect();
+    mine.sort_by(|a, b| (&a.image, &a.provider).cmp(&(&b.image, &b.provider)));
+    assert_eq!(listed, mine);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 //! The port traits. Rules never see an SDK type: adapters translate.
 
 use async_trait::async_trait;
+use kiln_domain::catalog::{CatalogWrite, ImageHistoryEntry, ImageRecord};
 use kiln_domain::event::{CloudEvent, StoredEvent};
 use kiln_domain::logs::LogStream;
 use kiln_domain::state::{Build, Transition, TransitionError};
@@ -34,6 +35,11 @@ pub struct Commit {
     pub new_stages: Vec<kiln_domain::state::StageState>,
     /// Appended to the build's history, numbered in order.
     pub events: Vec<CloudEvent>,
+    /// Image catalog writes, at most one per (image, provider), each conditional on the
+    /// record's version (`CatalogWrite::check`): all apply with the rest of the commit, or
+    /// the commit is refused as a `Conflict`. Each written record is also appended to its
+    /// image's history.
+    pub images: Vec<CatalogWrite>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,6 +99,14 @@ pub trait StateStore: Send + Sync {
         runner: &str,
         lease: Duration,
     ) -> Result<Claim, StoreError>;
+    /// The image catalog: the records of one image, one per provider, sorted by provider
+    /// (empty: no such image).
+    async fn get_image(&self, image: &str) -> Result<Vec<ImageRecord>, StoreError>;
+    /// Every record of the catalog, sorted by image, then provider.
+    async fn list_images(&self) -> Result<Vec<ImageRecord>, StoreError>;
+    /// Every version of the image's records ever written, sorted by build, then
+    /// provider, then version (empty: no such image).
+    async fn image_history(&self, image: &str) -> Result<Vec<ImageHistoryEntry>, StoreError>;
 }
 
 #[derive(Debug, thiserror::Error)]

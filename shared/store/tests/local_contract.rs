@@ -75,6 +75,11 @@ state_checks!(
     state_mark_dispatched_once,
     state_claim_job,
     state_claim_finished,
+    catalog_round_trip,
+    catalog_stale_write_refused,
+    catalog_duplicate_event_writes_once,
+    catalog_concurrent_writes,
+    catalog_list,
 );
 
 log_checks!(
@@ -120,6 +125,7 @@ fn commit(event_id: &str, events: usize, build: &BuildId) -> Commit {
         transitions: vec![],
         new_stages: vec![],
         events: (0..events).map(|_| contract::sample_event(build, "t")).collect(),
+        images: vec![],
     }
 }
 
@@ -245,6 +251,40 @@ async fn state_reader_follows_writer() {
                 .dispatched
         );
     }
+}
+
+/// The catalog is kept in `images/<name>.json` and `images/<name>.history.jsonl`, survives
+/// a restart, and is seen by another store on the same dir (`kiln images` while `kiln run`
+/// writes).
+#[tokio::test]
+async fn catalog_files_restart_and_reader() {
+    use kiln_domain::status::ImageStatus;
+    let dir = tempdir();
+    let writer = LocalStateStore::open(dir.path()).expect("open");
+    let reader = LocalStateStore::open(dir.path()).expect("open");
+    let b = contract::sample_build();
+    writer.create_build(&b).await.expect("create");
+    let v1 = contract::image_record("base-os", "aws", &b.id, ImageStatus::Queued, 1);
+    let v2 = contract::image_record("base-os", "aws", &b.id, ImageStatus::Complete, 2);
+    for (i, r) in [&v1, &v2].into_iter().enumerate() {
+        let c = Commit { images: vec![contract::image_write(r)], ..commit(&format!("e{i}"), 1, &b.id) };
+        writer.commit(&b.id, &c).await.expect("commit");
+        assert_eq!(reader.get_image("base-os").await.expect("get"), vec![r.clone()]);
+    }
+    assert!(dir.path().join("images/base-os.json").is_file());
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("images/base-os.history.jsonl"))
+            .expect("history")
+            .lines()
+            .count(),
+        2
+    );
+    let s = LocalStateStore::open(dir.path()).expect("reopen");
+    assert_eq!(s.list_images().await.expect("list"), vec![v2.clone()]);
+    assert_eq!(s.image_history("base-os").await.expect("history"), vec![v1, v2]);
+    // Names that are not image names are simply unknown.
+    assert!(s.get_image("../builds/x").await.expect("get").is_empty());
+    assert!(s.image_history("..").await.expect("history").is_empty());
 }
 
 #[tokio::test]

@@ -269,6 +269,18 @@ impl Batcher {
         }
         self.events_sent += 1;
         let sh = &self.shared;
+        {
+            let mut open = sh.open_images.lock().unwrap_or_else(|e| e.into_inner());
+            match &d {
+                Directive::Progress { image, provider, .. } => {
+                    open.insert((image.clone(), provider.clone()));
+                }
+                Directive::Result { image, provider, .. } => {
+                    open.remove(&(image.clone(), provider.clone()));
+                }
+                _ => {}
+            }
+        }
         let (stage, subject) = (sh.stage.as_str(), sh.step_subject(step.as_str()));
         let (ty, data) = match d {
             Directive::Event { ty, data } => (ty, data),

@@ -7,6 +7,12 @@
 //! every flush interval; stop at the first failing step, on cancel, or at the stage's
 //! deadline; stop the services; report `stage-finished`. The runner never writes status:
 //! it reports events and the fan-in applies them.
+//!
+//! Image results are per artifact: a step reports each (image, provider) it built with
+//! `::kiln::result`. When a step fails, each pair it reported progress for but no result
+//! gets an error result ("step S failed ... without a result"), so one failure does not
+//! fail the rest; a step that succeeds leaves such pairs open for a later step, and the
+//! fan-in fails whatever a build leaves open when it ends ("no result reported").
 
 mod batcher;
 mod env;
@@ -16,6 +22,7 @@ mod shared;
 use crate::job::Job;
 use crate::sinks::{EventSink, LogSink, SinkError};
 use batcher::{Directives, StreamTask, start_stream};
+use kiln_domain::catalog::PROVIDERS_ENV;
 use kiln_domain::event::types;
 use kiln_domain::logs::{DEFAULT_FLUSH_INTERVAL_MS, LogStream, MAX_BATCH_BYTES};
 use kiln_domain::plan::{DEFAULT_STAGE_TIMEOUT_MS, ServicePlan, StepPlan};
@@ -279,6 +286,10 @@ impl Stage<'_> {
             ("KILN_WORKSPACE".to_string(), ws.display().to_string()),
             ("KILN_ATTEMPT".to_string(), attempt.to_string()),
         ];
+        // The providers this build builds its images for (set at submit).
+        if let Some(p) = job.env.get(PROVIDERS_ENV) {
+            fixed.push((PROVIDERS_ENV.to_string(), p.clone()));
+        }
         let mut event_vars = Vec::new();
         let event_file = event_file_path(&ws);
         if let Some(event) = &job.trigger_event {
@@ -385,6 +396,7 @@ impl Stage<'_> {
             sh.init_lines(&warnings.into_iter().map(|w| format!("[{label}] {w}")).collect::<Vec<_>>()).await;
         }
 
+        sh.open_images.lock().unwrap_or_else(|e| e.into_inner()).clear();
         let started = Instant::now();
         let deadline = self.deadline();
         let step_deadline = match step.timeout_ms {
@@ -450,6 +462,9 @@ impl Stage<'_> {
             }
         };
         let duration_ms = started.elapsed().as_millis() as u64;
+        if exit_code != 0 {
+            self.fail_open_images(step, exit_code, reason.as_deref()).await;
+        }
 
         let mut data = ids;
         data["exit_code"] = json!(exit_code);
@@ -461,6 +476,22 @@ impl Stage<'_> {
         let report =
             StepReport { step: step.name.clone(), number: step.number, exit_code, duration_ms, reason };
         Ok((report, stop))
+    }
+
+    /// After a failed step: an error result for each pair it reported progress for but
+    /// no result (its output is read to the end by now, so its own results came first).
+    async fn fail_open_images(&self, step: &StepPlan, exit_code: i32, reason: Option<&str>) {
+        let sh = &self.sh;
+        let open = std::mem::take(&mut *sh.open_images.lock().unwrap_or_else(|e| e.into_inner()));
+        let how = reason.map_or_else(|| format!("exit code {exit_code}"), str::to_string);
+        for (image, provider) in open {
+            let data = json!({"image": image, "provider": provider, "ok": false,
+                "error": format!("step {} failed ({how}) without a result", step.name),
+                "stage": self.job.stage, "step": step.name});
+            if let Err(e) = sh.emit(types::IMAGE_RESULT, sh.step_subject(step.name.as_str()), data).await {
+                tracing::warn!(build = %sh.build, image, provider, error = %e, "cannot report the image result");
+            }
+        }
     }
 
     fn start_service(&self, svc: &ServicePlan, ws: &Path, env: &Env) -> std::io::Result<RunningService> {

@@ -8,6 +8,7 @@ use kiln_domain::logs::LogStream;
 use kiln_domain::protocol::Masker;
 use kiln_domain::{BuildId, StageName};
 use serde_json::Value;
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -53,6 +54,8 @@ pub(crate) struct Shared {
     pub cancel: watch::Sender<bool>,
     /// Sequence number of the next init log batch; the lock keeps batches in order.
     init_seq: Mutex<u64>,
+    /// (image, provider) pairs the running step reported progress for and no result yet.
+    pub open_images: std::sync::Mutex<BTreeSet<(String, String)>>,
 }
 
 impl Shared {
@@ -76,6 +79,7 @@ impl Shared {
             masker: RwLock::new(Masker::new()),
             cancel: watch::channel(false).0,
             init_seq: Mutex::new(0),
+            open_images: std::sync::Mutex::new(BTreeSet::new()),
         }
     }
 

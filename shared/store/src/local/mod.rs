@@ -7,6 +7,9 @@
 //!                                       event seq and applied event ids), replaced
 //!                                       atomically (temp file + rename)
 //! DATA/builds/<build-id>.events.jsonl   the history: one StoredEvent per line, append-only
+//! DATA/images/<image>.json              the image's catalog records, one per provider,
+//!                                       replaced atomically
+//! DATA/images/<image>.history.jsonl     every version of them written, append-only
 //! DATA/logs/<build-id>/<key>.log        one file per log stream (`LogStream::key()`)
 //! DATA/logs/<build-id>/<key>.complete   marker: the stream has ended
 //! DATA/logs/<build-id>/<key>.batches    batch ids of `append` (one JSON object a line)

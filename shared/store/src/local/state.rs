@@ -1,13 +1,16 @@
-//! [`LocalStateStore`]: builds in memory, mirrored to `DATA/builds/`.
+//! [`LocalStateStore`]: builds in memory, mirrored to `DATA/builds/`; the image catalog
+//! in `DATA/images/`.
 
 use super::{blocking, is_safe_id, lock};
 use crate::{BuildSummary, Claim, Commit, CommitOutcome, StateStore, StoreError};
 use async_trait::async_trait;
+use kiln_domain::catalog::{ImageHistoryEntry, ImageRecord};
 use kiln_domain::event::{StoredEvent, now_ms};
+use kiln_domain::ids::is_valid_name;
 use kiln_domain::state::{Build, Lease};
 use kiln_domain::{BuildId, Repo, StageName};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::io::{self, BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -22,7 +25,9 @@ use std::time::{Duration, SystemTime};
 /// Builds are loaded lazily. Before each operation the build's file is checked (one
 /// `stat`): if another process replaced it, it is read again, so a reader in one process
 /// follows a build written by another. Writes are serialized per build within a process;
-/// two processes writing the same build at once are not supported.
+/// two processes writing the same build at once are not supported. Image records are read
+/// from their files every time; catalog writes are serialized within the process (two
+/// processes writing the same image at once are not supported either).
 #[derive(Clone)]
 pub struct LocalStateStore {
     inner: Arc<Inner>,
@@ -35,11 +40,21 @@ impl std::fmt::Debug for LocalStateStore {
 }
 
 impl LocalStateStore {
-    /// Opens (creating it if needed) the state kept under `data_dir/builds/`.
+    /// Opens (creating it if needed) the state kept under `data_dir/builds/` and
+    /// `data_dir/images/`.
     pub fn open(data_dir: impl AsRef<Path>) -> io::Result<Self> {
         let dir = data_dir.as_ref().join("builds");
+        let images = data_dir.as_ref().join("images");
         fs::create_dir_all(&dir)?;
-        Ok(Self { inner: Arc::new(Inner { dir, slots: Mutex::new(HashMap::new()) }) })
+        fs::create_dir_all(&images)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                dir,
+                images,
+                slots: Mutex::new(HashMap::new()),
+                catalog: Mutex::new(()),
+            }),
+        })
     }
 
     /// `data_dir/builds`.
@@ -154,11 +169,30 @@ impl StateStore for LocalStateStore {
         })
         .await
     }
+
+    async fn get_image(&self, image: &str) -> Result<Vec<ImageRecord>, StoreError> {
+        let image = image.to_string();
+        self.run(move |s| s.read_image(&image)).await
+    }
+
+    async fn list_images(&self) -> Result<Vec<ImageRecord>, StoreError> {
+        self.run(|s| s.list_images()).await
+    }
+
+    async fn image_history(&self, image: &str) -> Result<Vec<ImageHistoryEntry>, StoreError> {
+        let image = image.to_string();
+        self.run(move |s| s.image_history(&image)).await
+    }
 }
 
 struct Inner {
     dir: PathBuf,
+    /// `data_dir/images`: per image, `<name>.json` (its records, one per provider,
+    /// replaced atomically) and `<name>.history.jsonl` (every version written, appended).
+    images: PathBuf,
     slots: Mutex<HashMap<BuildId, Arc<Mutex<Slot>>>>,
+    /// Serializes catalog writes within the process (taken after a build's slot lock).
+    catalog: Mutex<()>,
 }
 
 /// One build's cached state; its mutex serializes the build's operations.
@@ -423,6 +457,26 @@ impl Inner {
             }
             build.stages.push(s.clone());
         }
+        // The catalog writes' conditions, checked (and the new documents made) before
+        // anything is written; the lock is held until the commit is done.
+        let _catalog = (!c.images.is_empty()).then(|| lock(&self.catalog));
+        let mut image_docs: BTreeMap<String, Vec<ImageRecord>> = BTreeMap::new();
+        for w in &c.images {
+            let name = &w.record.image;
+            if !image_docs.contains_key(name) {
+                if !is_valid_name(name) {
+                    return Err(StoreError::Backend(format!("invalid image name {name:?}")));
+                }
+                image_docs.insert(name.clone(), self.read_image(name)?);
+            }
+            let doc = image_docs.get_mut(name).expect("inserted above");
+            let at = doc.iter().position(|r| r.provider == w.record.provider);
+            w.check(at.map(|i| &doc[i]))?;
+            match at {
+                Some(i) => doc[i] = w.record.clone(),
+                None => doc.push(w.record.clone()),
+            }
+        }
         let first_seq = entry.meta.last_seq + 1;
         let stored: Vec<StoredEvent> = c
             .events
@@ -451,6 +505,14 @@ impl Inner {
                 entry.events_file_clean = false;
                 return Err(backend("append", &path, e));
             }
+        }
+
+        // The catalog before the build document: a crash in between leaves the event
+        // unapplied, and its redelivery is recomputed against the new records, which
+        // the catalog's rules make a no-op.
+        if let Err(e) = self.write_images(&c.images, image_docs) {
+            entry.events_file_clean = false;
+            return Err(e);
         }
 
         let mut meta = entry.meta.clone();
@@ -535,29 +597,134 @@ impl Inner {
         Ok(entry.events.as_deref().unwrap_or_default())
     }
 
+    fn image_path(&self, name: &str) -> PathBuf {
+        self.images.join(format!("{name}.json"))
+    }
+
+    fn history_path(&self, name: &str) -> PathBuf {
+        self.images.join(format!("{name}.history.jsonl"))
+    }
+
+    /// An image's records, sorted by provider (none for an unknown or invalid name).
+    fn read_image(&self, name: &str) -> Result<Vec<ImageRecord>, StoreError> {
+        if !is_valid_name(name) {
+            return Ok(Vec::new());
+        }
+        let path = self.image_path(name);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(backend("read", &path, e)),
+        };
+        let mut records: Vec<ImageRecord> =
+            serde_json::from_slice(&bytes).map_err(|e| backend("parse", &path, e))?;
+        records.sort_by(|a, b| a.provider.cmp(&b.provider));
+        Ok(records)
+    }
+
+    fn list_images(&self) -> Result<Vec<ImageRecord>, StoreError> {
+        let rd = match fs::read_dir(&self.images) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(backend("list", &self.images, e)),
+        };
+        let mut names = BTreeSet::new();
+        for ent in rd {
+            let ent = ent.map_err(|e| backend("list", &self.images, e))?;
+            let name = ent.file_name();
+            if let Some(n) = name.to_str().and_then(|n| n.strip_suffix(".json"))
+                && is_valid_name(n)
+            {
+                names.insert(n.to_string());
+            }
+        }
+        let mut out = Vec::new();
+        for n in names {
+            out.extend(self.read_image(&n)?);
+        }
+        Ok(out)
+    }
+
+    /// The history, sorted by build, provider and version. A line for a version written
+    /// again (a commit retried after a crash between history and document) replaces the
+    /// earlier one; a torn last line is skipped.
+    fn image_history(&self, name: &str) -> Result<Vec<ImageHistoryEntry>, StoreError> {
+        if !is_valid_name(name) {
+            return Ok(Vec::new());
+        }
+        let path = self.history_path(name);
+        let text = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(backend("read", &path, e)),
+        };
+        let mut by_version: HashMap<(String, u64), ImageHistoryEntry> = HashMap::new();
+        for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            if let Ok(h) = serde_json::from_slice::<ImageHistoryEntry>(line) {
+                by_version.insert((h.provider.clone(), h.version), h);
+            }
+        }
+        let mut out: Vec<ImageHistoryEntry> = by_version.into_values().collect();
+        out.sort_by(|a, b| (&a.build, &a.provider, a.version).cmp(&(&b.build, &b.provider, b.version)));
+        Ok(out)
+    }
+
+    /// Appends the written records to their images' history, then replaces the images'
+    /// documents (each atomically).
+    fn write_images(
+        &self,
+        writes: &[kiln_domain::catalog::CatalogWrite],
+        docs: BTreeMap<String, Vec<ImageRecord>>,
+    ) -> Result<(), StoreError> {
+        for (name, doc) in docs {
+            let mut lines = Vec::new();
+            for w in writes.iter().filter(|w| w.record.image == name) {
+                serde_json::to_writer(&mut lines, &w.record)
+                    .map_err(|e| StoreError::Backend(e.to_string()))?;
+                lines.push(b'\n');
+            }
+            let history = self.history_path(&name);
+            fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&history)
+                .and_then(|mut f| f.write_all(&lines))
+                .map_err(|e| backend("append", &history, e))?;
+            let bytes = serde_json::to_vec_pretty(&doc)
+                .map_err(|e| StoreError::Backend(format!("serialize image: {e}")))?;
+            write_atomically(&self.images, &self.image_path(&name), &bytes)?;
+        }
+        Ok(())
+    }
+
     /// Writes the build document atomically: a temp file in the same dir, then rename.
     fn write_doc(&self, build: &Build, meta: &StoreMeta) -> Result<Stamp, StoreError> {
         let bytes = serde_json::to_vec_pretty(&BuildDocRef { build, store: meta })
             .map_err(|e| StoreError::Backend(format!("serialize build {}: {e}", build.id)))?;
-        let path = self.doc_path(&build.id);
-        let tmp = self.dir.join(format!(
-            ".{}.{}.{}.tmp",
-            build.id,
-            std::process::id(),
-            TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
-        let written = (|| {
-            fs::create_dir_all(&self.dir)?;
-            fs::write(&tmp, &bytes)?;
-            fs::rename(&tmp, &path)?;
-            fs::metadata(&path)
-        })();
-        match written {
-            Ok(m) => Ok(Stamp::of(&m)),
-            Err(e) => {
-                let _ = fs::remove_file(&tmp);
-                Err(backend("write", &path, e))
-            }
+        write_atomically(&self.dir, &self.doc_path(&build.id), &bytes)
+    }
+}
+
+/// Replaces `path` (in `dir`) by `bytes` atomically: a temp file in the same dir, then
+/// rename.
+fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> Result<Stamp, StoreError> {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = dir.join(format!(
+        ".{name}.{}.{}.tmp",
+        std::process::id(),
+        TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let written = (|| {
+        fs::create_dir_all(dir)?;
+        fs::write(&tmp, bytes)?;
+        fs::rename(&tmp, path)?;
+        fs::metadata(path)
+    })();
+    match written {
+        Ok(m) => Ok(Stamp::of(&m)),
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            Err(backend("write", path, e))
         }
     }
 }
