@@ -11,6 +11,22 @@ cargo fmt --all -- --check
 echo "== clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+echo "== test tools"
+KILN_OPENAPI_VALIDATOR_PYTHON="$(./scripts/tools.sh)"
+export KILN_OPENAPI_VALIDATOR_PYTHON
+
+echo "== localstack"
+# LocalStack for the AWS adapters' contract tests (shared/store-aws): installed into
+# localstack/ on first use, started, seeded, and stopped again when this script exits,
+# whether the tests pass or not (KILN_KEEP_LOCALSTACK=1 leaves it running).
+stop_localstack() { if [ "${KILN_KEEP_LOCALSTACK:-0}" != 1 ]; then localstack/stop.sh || true; fi; }
+trap stop_localstack EXIT
+localstack/start.sh
+localstack/seed.sh >/dev/null
+# shellcheck disable=SC1091
+source localstack/.state/env
+export KILN_LOCALSTACK=1
+
 echo "== tests"
 mkdir -p target
 cargo test --workspace --locked 2>&1 | tee target/test-output.log

@@ -132,10 +132,12 @@ pub async fn status(data_dir: &Path, build: &str, json: bool) -> u8 {
         Ok(b) => b,
         Err(c) => return c,
     };
+    let mut doc = kiln_api::views::build_json(&b);
+    render::attach_images(&mut doc, &kiln_core::images::build_images(ports.state.as_ref(), &b).await);
     if json {
-        println!("{}", serde_json::to_string_pretty(&render::build_json(&b)).unwrap_or_default());
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
     } else {
-        print!("{}", render::summary(&b));
+        print!("{}", render::summary(&doc));
     }
     0
 }
@@ -200,4 +202,42 @@ pub async fn logs(data_dir: &Path, build: &str, stream: Option<&str>, init: bool
         }
     }
     0
+}
+
+/// Prints one stored event: a JSON line, or `seq time type subject data`.
+pub fn print_event(e: &serde_json::Value, json: bool) {
+    if json {
+        println!("{e}");
+        return;
+    }
+    let ev = &e["event"];
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_string();
+    let data = if ev["data"].is_null() { String::new() } else { ev["data"].to_string() };
+    println!("{:>5}  {}  {}  {}  {data}", e["seq"], s(&ev["time"]), s(&ev["type"]), s(&ev["subject"]));
+}
+
+pub async fn events(data_dir: &Path, build: &str, json: bool) -> u8 {
+    let ports = match open_read(data_dir) {
+        Ok(p) => p,
+        Err(c) => return c,
+    };
+    let b = match load(&ports, build).await {
+        Ok(b) => b,
+        Err(c) => return c,
+    };
+    let mut after = 0;
+    loop {
+        let page = match ports.state.events(&b.id, after, 1000).await {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("kiln: {e}");
+                return 1;
+            }
+        };
+        let Some(last) = page.last() else { return 0 };
+        after = last.seq;
+        for e in &page {
+            print_event(&serde_json::to_value(e).unwrap_or_default(), json);
+        }
+    }
 }

@@ -1,10 +1,14 @@
 //! `kiln`: run pipelines on this machine, validate them, and read builds and logs.
 
+mod dev;
+mod images;
 mod local;
+mod remote;
 mod render;
 mod run;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use kiln_api::client::ApiClient;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -39,13 +43,39 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show a build from the data dir.
+    /// The whole system in one process: the HTTP API, fan-in, dispatch and runners.
+    Dev {
+        /// Where the API listens.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        addr: String,
+        /// The admin token clients must send (generated and printed when not given).
+        #[arg(long, env = "KILN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        #[arg(long, default_value = ".kiln", env = "KILN_DATA_DIR")]
+        data_dir: PathBuf,
+    },
+    /// Submit a pipeline to a Kiln API; prints the build id.
+    Submit {
+        file: PathBuf,
+        #[arg(long, default_value = "local/local")]
+        repo: String,
+        /// Follow the build's logs until it ends; exit like `kiln run`.
+        #[arg(long)]
+        follow: bool,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Show a build (from the API with --api, else from the data dir).
     Status {
         build: String,
         #[arg(long)]
         json: bool,
         #[arg(long, default_value = ".kiln", env = "KILN_DATA_DIR")]
         data_dir: PathBuf,
+        #[command(flatten)]
+        api: ApiArgs,
     },
     /// Print a build's logs: all of them, one step's (STAGE/STEP), or the init log.
     Logs {
@@ -55,9 +85,97 @@ enum Command {
         /// The build's init log (setup output).
         #[arg(long, conflicts_with = "stream")]
         init: bool,
+        /// Keep printing as new output arrives, until the log (or build) ends. Needs --api.
+        #[arg(long, short)]
+        follow: bool,
         #[arg(long, default_value = ".kiln", env = "KILN_DATA_DIR")]
         data_dir: PathBuf,
+        #[command(flatten)]
+        api: ApiArgs,
     },
+    /// Print a build's event history (CloudEvents), in order.
+    Events {
+        build: String,
+        /// One JSON document per line.
+        #[arg(long)]
+        json: bool,
+        /// Keep printing new events until the build ends. Needs --api.
+        #[arg(long, short)]
+        follow: bool,
+        #[arg(long, default_value = ".kiln", env = "KILN_DATA_DIR")]
+        data_dir: PathBuf,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// The image catalog: which images are built, for which providers.
+    Images {
+        #[command(subcommand)]
+        action: Option<ImagesAction>,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = ".kiln", env = "KILN_DATA_DIR")]
+        data_dir: PathBuf,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Cancel a running build. Needs --api.
+    Cancel {
+        build: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Send a CloudEvent to a build. Needs --api.
+    Emit {
+        build: String,
+        /// The event type, e.g. `coin`.
+        #[arg(name = "TYPE")]
+        ty: String,
+        /// The event data, a JSON object.
+        #[arg(long)]
+        data: Option<String>,
+        #[arg(long, default_value = "kiln://cli")]
+        source: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImagesAction {
+    /// Build and push an image's providers that are missing or failed (or those named).
+    /// Needs --api.
+    Build {
+        image: String,
+        /// Only these providers (repeatable).
+        #[arg(long = "provider")]
+        providers: Vec<String>,
+    },
+}
+
+/// Where a Kiln API is, and the token to use.
+#[derive(Args, Clone)]
+struct ApiArgs {
+    /// The API's base URL, e.g. http://127.0.0.1:8080. Without it, commands read the data dir.
+    #[arg(long = "api", env = "KILN_API")]
+    url: Option<String>,
+    #[arg(long, env = "KILN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+impl ApiArgs {
+    fn client(&self) -> Option<ApiClient> {
+        self.url.as_deref().map(|u| ApiClient::new(u, self.token.as_deref().unwrap_or_default()))
+    }
+
+    /// The client, or a message that this command needs one.
+    fn require(&self, command: &str) -> Result<ApiClient, u8> {
+        self.client().ok_or_else(|| {
+            eprintln!(
+                "kiln: `kiln {command}` talks to a Kiln API: give --api URL (or KILN_API) and KILN_TOKEN"
+            );
+            2
+        })
+    }
 }
 
 fn main() -> ExitCode {
@@ -74,10 +192,49 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run { file, json, data_dir, repo } => run::run(&file, json, &data_dir, &repo).await,
             Command::Validate { file, json } => run::validate(&file, json),
-            Command::Status { build, json, data_dir } => local::status(&data_dir, &build, json).await,
-            Command::Logs { build, stream, init, data_dir } => {
-                local::logs(&data_dir, &build, stream.as_deref(), init).await
+            Command::Dev { addr, token, data_dir } => dev::dev(&addr, token, &data_dir).await,
+            Command::Submit { file, repo, follow, json, api } => match api.require("submit") {
+                Ok(c) => remote::submit(&c, &file, &repo, follow, json).await,
+                Err(code) => code,
+            },
+            Command::Status { build, json, data_dir, api } => match api.client() {
+                Some(c) => remote::status_cmd(&c, &build, json).await,
+                None => local::status(&data_dir, &build, json).await,
+            },
+            Command::Logs { build, stream, init, follow, data_dir, api } => match api.client() {
+                Some(c) => remote::logs(&c, &build, stream.as_deref(), init, follow).await,
+                None if follow => {
+                    eprintln!("kiln: --follow needs a running Kiln: give --api URL (kiln dev serves one)");
+                    2
+                }
+                None => local::logs(&data_dir, &build, stream.as_deref(), init).await,
+            },
+            Command::Events { build, json, follow, data_dir, api } => match api.client() {
+                Some(c) => remote::events(&c, &build, json, follow).await,
+                None if follow => {
+                    eprintln!("kiln: --follow needs a running Kiln: give --api URL (kiln dev serves one)");
+                    2
+                }
+                None => local::events(&data_dir, &build, json).await,
+            },
+            Command::Images { action: None, json, data_dir, api } => match api.client() {
+                Some(c) => images::remote(&c, json).await,
+                None => images::images(&data_dir, json).await,
+            },
+            Command::Images { action: Some(ImagesAction::Build { image, providers }), api, .. } => {
+                match api.require("images build") {
+                    Ok(c) => images::build(&c, &image, providers).await,
+                    Err(code) => code,
+                }
             }
+            Command::Cancel { build, api } => match api.require("cancel") {
+                Ok(c) => remote::cancel(&c, &build).await,
+                Err(code) => code,
+            },
+            Command::Emit { build, ty, data, source, api } => match api.require("emit") {
+                Ok(c) => remote::emit(&c, &build, &ty, data.as_deref(), &source).await,
+                Err(code) => code,
+            },
         }
     });
     // Runner tasks may still be winding down; do not wait for them.

@@ -1,8 +1,9 @@
-//! How builds look on a terminal (the summary table) and to scripts (JSON).
+//! How builds look on a terminal: the summary table, drawn from the build's JSON view
+//! (`kiln_api::views::build_json`), so local and remote builds print the same.
 
-use kiln_domain::Status;
-use kiln_domain::state::Build;
-use serde_json::{Value, json};
+use kiln_domain::catalog::ImageRecord;
+use kiln_domain::status::ImageStatus;
+use serde_json::Value;
 
 pub fn secs(ms: u64) -> String {
     if ms < 60_000 {
@@ -12,63 +13,52 @@ pub fn secs(ms: u64) -> String {
     }
 }
 
-fn span(start: Option<u64>, end: Option<u64>) -> Option<u64> {
-    Some(end?.saturating_sub(start?))
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
 }
 
-/// The finished build as one JSON document.
-pub fn build_json(b: &Build) -> Value {
-    json!({
-        "id": b.id,
-        "repo": b.repo.to_string(),
-        "status": b.status,
-        "reason": b.reason,
-        "created_ms": b.created_ms,
-        "duration_ms": span(b.started_ms, b.finished_ms),
-        "stages": b.stages.iter().map(|s| json!({
-            "name": s.name,
-            "status": s.status,
-            "attempt": s.attempt,
-            "reason": s.reason,
-            "duration_ms": span(s.started_ms, s.finished_ms),
-            "steps": s.steps.iter().map(|t| json!({
-                "name": t.name,
-                "number": t.number,
-                "status": t.status,
-                "exit_code": t.exit_code,
-                "duration_ms": t.duration_ms,
-                "reason": t.reason,
-            })).collect::<Vec<_>>(),
-        })).collect::<Vec<_>>(),
-        "images": b.plan.images.iter().map(|i| json!({
-            "name": i.name,
-            "providers": i.providers,
-        })).collect::<Vec<_>>(),
-    })
+fn or_dash(v: &Value, f: impl Fn(&Value) -> String) -> String {
+    if v.is_null() { "-".to_string() } else { f(v) }
+}
+
+fn duration(v: &Value) -> String {
+    or_dash(v, |v| secs(v.as_u64().unwrap_or(0)))
 }
 
 /// The summary table printed after a run and by `kiln status`.
-pub fn summary(b: &Build) -> String {
+pub fn summary(b: &Value) -> String {
+    let empty = Vec::new();
+    let stages = b["stages"].as_array().unwrap_or(&empty);
     let mut rows: Vec<[String; 5]> = vec![["STAGE", "STEP", "STATUS", "EXIT", "DURATION"].map(String::from)];
-    for s in &b.stages {
-        let stage_time = span(s.started_ms, s.finished_ms).map(secs).unwrap_or_else(|| "-".into());
-        rows.push([s.name.to_string(), String::new(), s.status.to_string(), String::new(), stage_time]);
-        for t in &s.steps {
+    for s in stages {
+        rows.push([
+            text(&s["name"]),
+            String::new(),
+            text(&s["status"]),
+            String::new(),
+            duration(&s["duration_ms"]),
+        ]);
+        for t in s["steps"].as_array().unwrap_or(&empty) {
             rows.push([
                 String::new(),
-                t.name.to_string(),
-                t.status.to_string(),
-                t.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
-                t.duration_ms.map(secs).unwrap_or_else(|| "-".into()),
+                text(&t["name"]),
+                text(&t["status"]),
+                or_dash(&t["exit_code"], text),
+                duration(&t["duration_ms"]),
             ]);
         }
     }
-    let widths: Vec<usize> = (0..5).map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0)).collect();
-    let mut out = String::new();
-    let took = span(b.started_ms, b.finished_ms).map(|ms| format!(" in {}", secs(ms))).unwrap_or_default();
-    out.push_str(&format!("build {} {}{}\n", b.id, b.status, took));
-    if let Some(r) = b.reason.as_ref().filter(|_| b.status != Status::Succeeded) {
-        out.push_str(&format!("reason: {r}\n"));
+    let widths: Vec<usize> =
+        (0..5).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
+    let status = text(&b["status"]);
+    let took = b["duration_ms"].as_u64().map(|ms| format!(" in {}", secs(ms))).unwrap_or_default();
+    let mut out = format!("build {} {status}{took}\n", text(&b["id"]));
+    if status != "succeeded" && !b["reason"].is_null() {
+        out.push_str(&format!("reason: {}\n", text(&b["reason"])));
     }
     for r in &rows {
         let line: Vec<String> = r.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
@@ -76,19 +66,68 @@ pub fn summary(b: &Build) -> String {
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
     }
-    for s in b.stages.iter().filter(|s| s.reason.is_some() && s.status != Status::Succeeded) {
-        out.push_str(&format!("  {}: {}\n", s.name, s.reason.as_deref().unwrap_or_default()));
+    for s in stages.iter().filter(|s| !s["reason"].is_null() && s["status"] != "succeeded") {
+        out.push_str(&format!("  {}: {}\n", text(&s["name"]), text(&s["reason"])));
     }
-    if !b.plan.images.is_empty() {
+    let images = b["images"].as_array().unwrap_or(&empty);
+    if !images.is_empty() {
         out.push_str("images:\n");
-        for i in &b.plan.images {
-            out.push_str(&format!("  {} [{}]\n", i.name, i.providers.join(", ")));
+        for i in images {
+            let providers: Vec<String> =
+                i["providers"].as_array().unwrap_or(&empty).iter().map(text).collect();
+            // With the build's catalog results (`attach_images`): a line per provider.
+            let results: Vec<ImageRecord> = serde_json::from_value(i["results"].clone()).unwrap_or_default();
+            if results.is_empty() {
+                out.push_str(&format!("  {} [{}]\n", text(&i["name"]), providers.join(", ")));
+                continue;
+            }
+            let lines: Vec<[String; 3]> = providers
+                .iter()
+                .map(|p| match results.iter().find(|r| r.provider == *p) {
+                    Some(r) => [
+                        format!("{}/{p}", text(&i["name"])),
+                        image_cell(r),
+                        r.error.clone().or_else(|| r.uri.clone()).unwrap_or_default(),
+                    ],
+                    None => {
+                        [format!("{}/{p}", text(&i["name"])), "-".into(), "not built by this build".into()]
+                    }
+                })
+                .collect();
+            let w: Vec<usize> =
+                (0..2).map(|c| lines.iter().map(|l| l[c].chars().count()).max().unwrap_or(0)).collect();
+            for [pair, cell, note] in &lines {
+                let line = format!("  {pair:<w0$}  {cell:<w1$}  {note}", w0 = w[0], w1 = w[1]);
+                out.push_str(line.trim_end());
+                out.push('\n');
+            }
         }
     }
     out
 }
 
-/// `kiln run`'s exit code for a finished build.
-pub fn exit_code(b: &Build) -> u8 {
-    if b.status == Status::Succeeded { 0 } else { 1 }
+/// The exit code for a finished build: 0 if it succeeded, else 1.
+pub fn exit_code(b: &Value) -> u8 {
+    if b["status"] == "succeeded" { 0 } else { 1 }
+}
+
+/// A catalog record as a cell: `complete 100%`, `building 40%`, `queued`, `failed`.
+pub fn image_cell(r: &ImageRecord) -> String {
+    match r.status {
+        ImageStatus::Building | ImageStatus::Pushing | ImageStatus::Complete => {
+            format!("{} {}%", r.status, r.percent)
+        }
+        ImageStatus::Queued | ImageStatus::Failed => r.status.to_string(),
+    }
+}
+
+/// Adds to each image of a build's JSON view (`"images": [{"name", "providers"}]`) its
+/// `"results"`: the build's catalog record per provider (`kiln_core::images::build_images`).
+pub fn attach_images(doc: &mut Value, records: &[ImageRecord]) {
+    let Some(images) = doc.get_mut("images").and_then(Value::as_array_mut) else { return };
+    for image in images {
+        let name = image["name"].as_str().unwrap_or_default().to_string();
+        let results: Vec<&ImageRecord> = records.iter().filter(|r| r.image == name).collect();
+        image["results"] = serde_json::json!(results);
+    }
 }

@@ -163,10 +163,12 @@ pub async fn run(file: &Path, json: bool, data_dir: &Path, repo: &str) -> u8 {
         eprint!("\r\x1b[2K");
     }
     system.stop().await;
+    let mut doc = kiln_api::views::build_json(&finished);
+    render::attach_images(&mut doc, &kiln_core::images::build_images(ports.state.as_ref(), &finished).await);
     if json {
-        println!("{}", serde_json::to_string_pretty(&render::build_json(&finished)).unwrap_or_default());
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
     } else {
-        print!("\n{}", render::summary(&finished));
+        print!("\n{}", render::summary(&doc));
     }
-    render::exit_code(&finished)
+    render::exit_code(&doc)
 }

@@ -2,8 +2,13 @@
 
 use crate::job::Job;
 use crate::queues::{DispatchRequest, HandleError};
+use crate::tokens::TokenSigner;
 use kiln_domain::Status;
+use kiln_domain::event::now_ms;
 use kiln_store::{OutMessage, Queue, StateStore};
+
+/// How long a runner token outlives its stage's timeout.
+const TOKEN_SLACK_MS: u64 = 30 * 60 * 1000;
 
 /// Queues the stage's job unless it was queued before. The job is sent before the stage
 /// is marked dispatched: a crash in between sends it again, and the runner's claim turns
@@ -11,6 +16,7 @@ use kiln_store::{OutMessage, Queue, StateStore};
 pub async fn handle_dispatch(
     state: &dyn StateStore,
     jobs: &dyn Queue,
+    signer: Option<&TokenSigner>,
     req: &DispatchRequest,
 ) -> Result<(), HandleError> {
     let retry = |e: &dyn std::fmt::Display| HandleError::Retry(e.to_string());
@@ -35,6 +41,8 @@ pub async fn handle_dispatch(
         plan: plan.clone(),
         env: build.plan.env.clone(),
         trigger_event: stage.trigger_event.clone(),
+        // Valid for as long as the stage may run, plus slack for queueing and retries.
+        token: signer.map(|s| s.sign(&build.id, now_ms() + plan.timeout_ms + TOKEN_SLACK_MS)),
     };
     let body = serde_json::to_string(&job).map_err(|e| HandleError::Drop(e.to_string()))?;
     jobs.send(OutMessage::new(body)).await.map_err(|e| retry(&e))?;

@@ -58,4 +58,8 @@ impl LogSink for Ingest {
         self.logs.complete(build, stream).await.map_err(sink_error)?;
         self.reply(build).await
     }
+
+    async fn heartbeat(&self, build: &BuildId) -> Result<IngestReply, SinkError> {
+        self.reply(build).await
+    }
 }

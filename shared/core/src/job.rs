@@ -20,4 +20,8 @@ pub struct Job {
     /// The event that started this instance, for event-triggered stages.
     #[serde(default)]
     pub trigger_event: Option<CloudEvent>,
+    /// The runner's token for log ingest and events, scoped to this build; set when the
+    /// runner talks to Kiln over HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }

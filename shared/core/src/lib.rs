@@ -4,6 +4,7 @@
 
 pub mod dispatch;
 pub mod fanin;
+pub mod images;
 pub mod ingest;
 pub mod job;
 pub mod queues;
@@ -11,3 +12,4 @@ pub mod runner;
 pub mod sinks;
 pub mod submit;
 pub mod system;
+pub mod tokens;

@@ -43,6 +43,12 @@ pub trait LogSink: Send + Sync {
     ) -> Result<IngestReply, SinkError>;
     /// The stream has ended: compact it; no more writes.
     async fn complete(&self, build: &BuildId, stream: &LogStream) -> Result<IngestReply, SinkError>;
+    /// Nothing to store, only the question: has the build been canceled? Runners ask
+    /// every half second while a step is silent.
+    async fn heartbeat(&self, build: &BuildId) -> Result<IngestReply, SinkError> {
+        let _ = build;
+        Ok(IngestReply::default())
+    }
 }
 
 #[async_trait]

@@ -7,8 +7,9 @@ use crate::ingest::Ingest;
 use crate::job::Job;
 use crate::queues::{DispatchRequest, HandleError, send_event, serve};
 use crate::runner::{RunnerConfig, RunnerCtx, run_job};
-use crate::sinks::{EventSink, SinkError};
+use crate::sinks::{EventSink, LogSink, SinkError};
 use crate::submit::{SubmitError, submit};
+use crate::tokens::TokenSigner;
 use async_trait::async_trait;
 use kiln_domain::event::{CloudEvent, types};
 use kiln_domain::state::Build;
@@ -33,6 +34,24 @@ pub struct Ports {
     pub jobs: Arc<dyn Queue>,
 }
 
+/// Makes the sinks a runner uses for one job: in-process calls, or HTTP with the job's
+/// token.
+pub trait SinkFactory: Send + Sync {
+    fn sinks(&self, job: &Job) -> (Arc<dyn LogSink>, Arc<dyn EventSink>);
+}
+
+/// Runners call log ingest and the events queue directly (one process, no HTTP).
+pub struct DirectSinks {
+    pub ingest: Arc<Ingest>,
+    pub events: Arc<dyn EventSink>,
+}
+
+impl SinkFactory for DirectSinks {
+    fn sinks(&self, _job: &Job) -> (Arc<dyn LogSink>, Arc<dyn EventSink>) {
+        (self.ingest.clone(), self.events.clone())
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct SystemConfig {
     /// Where runners make workspaces.
@@ -45,6 +64,8 @@ pub struct SystemConfig {
     pub flush_interval: Duration,
     /// How long a killed step gets between SIGTERM and SIGKILL.
     pub kill_grace: Duration,
+    /// Signs runner tokens into jobs (for runners that talk HTTP).
+    pub signer: Option<TokenSigner>,
 }
 
 impl SystemConfig {
@@ -55,6 +76,7 @@ impl SystemConfig {
             lease: Duration::from_secs(30),
             flush_interval: Duration::from_millis(kiln_domain::logs::DEFAULT_FLUSH_INTERVAL_MS),
             kill_grace: Duration::from_secs(5),
+            signer: None,
         }
     }
 }
@@ -77,8 +99,18 @@ impl EventSink for QueueEventSink {
 }
 
 impl System {
-    /// Starts the fan-in, dispatch and runner loops on `ports`.
+    /// Starts the fan-in, dispatch and runner loops on `ports`; runners call ingest and
+    /// the events queue directly.
     pub fn start(ports: Ports, config: SystemConfig) -> Self {
+        let sinks = Arc::new(DirectSinks {
+            ingest: Arc::new(Ingest { logs: ports.logs.clone(), state: ports.state.clone() }),
+            events: Arc::new(QueueEventSink(ports.events.clone())),
+        });
+        Self::start_with(ports, config, sinks)
+    }
+
+    /// Starts the loops with runners using the sinks `sinks` makes.
+    pub fn start_with(ports: Ports, config: SystemConfig, sinks: Arc<dyn SinkFactory>) -> Self {
         let (shutdown, rx) = watch::channel(false);
         let mut tasks = tokio::task::JoinSet::new();
 
@@ -93,21 +125,20 @@ impl System {
             }
         }));
 
-        let (state, jobs) = (ports.state.clone(), ports.jobs.clone());
+        let (state, jobs, signer) = (ports.state.clone(), ports.jobs.clone(), config.signer.clone());
         tasks.spawn(serve("dispatch", ports.dispatch.clone(), 4, rx.clone(), move |msg: Received| {
-            let (state, jobs) = (state.clone(), jobs.clone());
+            let (state, jobs, signer) = (state.clone(), jobs.clone(), signer.clone());
             async move {
                 let req: DispatchRequest = serde_json::from_str(&msg.body)
                     .map_err(|e| HandleError::Drop(format!("bad dispatch request: {e}")))?;
-                handle_dispatch(state.as_ref(), jobs.as_ref(), &req).await
+                handle_dispatch(state.as_ref(), jobs.as_ref(), signer.as_ref(), &req).await
             }
         }));
 
         let worker = Arc::new(JobWorker {
             state: ports.state.clone(),
             jobs: ports.jobs.clone(),
-            events: Arc::new(QueueEventSink(ports.events.clone())),
-            ingest: Arc::new(Ingest { logs: ports.logs.clone(), state: ports.state.clone() }),
+            sinks,
             config: config.clone(),
         });
         tasks.spawn(serve("jobs", ports.jobs.clone(), config.runner_slots, rx, move |msg: Received| {
@@ -151,8 +182,7 @@ impl System {
 struct JobWorker {
     state: Arc<dyn StateStore>,
     jobs: Arc<dyn Queue>,
-    events: Arc<dyn EventSink>,
-    ingest: Arc<Ingest>,
+    sinks: Arc<dyn SinkFactory>,
     config: SystemConfig,
 }
 
@@ -175,14 +205,18 @@ impl JobWorker {
                 return Ok(());
             }
         };
+        let (logs, events) = self.sinks.sinks(&job);
         let (cancel_tx, cancel_rx) = watch::channel(false);
         let heartbeat = tokio::spawn(heartbeat(
-            self.state.clone(),
-            self.jobs.clone(),
-            msg.receipt.clone(),
+            Lease {
+                state: self.state.clone(),
+                jobs: self.jobs.clone(),
+                receipt: msg.receipt.clone(),
+                runner: runner_id.clone(),
+                lease: self.config.lease,
+            },
+            logs.clone(),
             job.clone(),
-            runner_id.clone(),
-            self.config.lease,
             cancel_tx,
         ));
         let ctx = RunnerCtx {
@@ -193,8 +227,8 @@ impl JobWorker {
                 max_batch_bytes: kiln_domain::logs::MAX_BATCH_BYTES,
                 kill_grace: self.config.kill_grace,
             },
-            logs: self.ingest.clone(),
-            events: self.events.clone(),
+            logs,
+            events: events.clone(),
             cancel: cancel_rx,
         };
         let result = run_job(&job, attempt, &ctx).await;
@@ -207,39 +241,40 @@ impl JobWorker {
                 &job.build,
                 json!({ "stage": job.stage, "attempt": attempt, "reason": format!("runner error: {e}") }),
             );
-            self.events.emit(failed).await.map_err(|e| HandleError::Retry(e.to_string()))?;
+            events.emit(failed).await.map_err(|e| HandleError::Retry(e.to_string()))?;
         }
         Ok(())
     }
 }
 
-/// While a job runs: renews its lease and the message's visibility, and raises the
-/// cancel flag once the build is canceled.
-async fn heartbeat(
+/// What a runner holds while its job runs: the stage's lease and the message.
+struct Lease {
     state: Arc<dyn StateStore>,
     jobs: Arc<dyn Queue>,
     receipt: String,
-    job: Job,
     runner: String,
     lease: Duration,
-    cancel: watch::Sender<bool>,
-) {
-    let renew_every = (lease / 3).max(Duration::from_millis(100));
+}
+
+/// While a job runs: renews its lease and the message's visibility, and raises the
+/// cancel flag once log ingest says the build was canceled.
+async fn heartbeat(lease: Lease, logs: Arc<dyn LogSink>, job: Job, cancel: watch::Sender<bool>) {
+    let renew_every = (lease.lease / 3).max(Duration::from_millis(100));
     let mut last_renew = tokio::time::Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tick.tick().await;
-        if let Ok(Some(b)) = state.get_build(&job.build).await
-            && b.status == kiln_domain::Status::Canceled
+        if let Ok(reply) = logs.heartbeat(&job.build).await
+            && reply.canceled
         {
             let _ = cancel.send(true);
         }
         if last_renew.elapsed() >= renew_every {
             last_renew = tokio::time::Instant::now();
-            if let Err(e) = state.claim_job(&job.build, &job.stage, &runner, lease).await {
+            if let Err(e) = lease.state.claim_job(&job.build, &job.stage, &lease.runner, lease.lease).await {
                 tracing::warn!(build = %job.build, stage = %job.stage, error = %e, "lease renewal failed");
             }
-            if let Err(e) = jobs.extend(&receipt, lease).await {
+            if let Err(e) = lease.jobs.extend(&lease.receipt, lease.lease).await {
                 tracing::warn!(build = %job.build, stage = %job.stage, error = %e, "visibility extension failed");
             }
         }

@@ -1,0 +1,80 @@
+//! `kiln dev`: the whole system in one process behind the HTTP API.
+
+use kiln_api::auth::Auth;
+use kiln_api::client::HttpSinks;
+use kiln_api::{AppState, router};
+use kiln_core::system::{System, SystemConfig};
+use kiln_core::tokens::TokenSigner;
+use std::path::Path;
+use std::sync::Arc;
+
+pub async fn dev(addr: &str, token: Option<String>, data_dir: &Path) -> u8 {
+    let ports = match crate::local::open(data_dir) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("kiln: cannot use data dir {}: {e}", data_dir.display());
+            return 1;
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("kiln: cannot listen on {addr}: {e}");
+            return 1;
+        }
+    };
+    let local = match listener.local_addr() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("kiln: {e}");
+            return 1;
+        }
+    };
+    let token = token.filter(|t| !t.is_empty()).unwrap_or_else(|| {
+        let t = format!("kiln-{}", uuid_like());
+        eprintln!("kiln: no --token or KILN_TOKEN given; generated admin token: {t}");
+        t
+    });
+    // Runner tokens are signed with KILN_SIGNING_KEY when set (several processes that
+    // must accept each other's tokens share it), else with a key that dies with us.
+    let signer = match std::env::var("KILN_SIGNING_KEY") {
+        Ok(k) if !k.is_empty() => TokenSigner::new(k.into_bytes()),
+        _ => TokenSigner::random(),
+    };
+    let base = format!("http://{local}");
+    let mut config = SystemConfig::new(data_dir.join("workspaces"));
+    config.signer = Some(signer.clone());
+    // Runners reach log ingest and the events route over HTTP, as they do on AWS.
+    let system = System::start_with(ports.clone(), config, Arc::new(HttpSinks { base: base.clone() }));
+    let app = router(AppState::new(ports, Auth::new(vec![token], signer)));
+    println!("kiln dev: listening on {base} (data in {})", data_dir.display());
+    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await;
+    // Jobs still running cannot report any more; give them a moment, then leave (their
+    // steps' process groups are killed as the runtime drops them).
+    if tokio::time::timeout(std::time::Duration::from_secs(3), system.stop()).await.is_err() {
+        eprintln!("kiln dev: stopped with jobs still running; their builds stay unfinished in the data dir");
+    }
+    match served {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("kiln: server failed: {e}");
+            1
+        }
+    }
+}
+
+fn uuid_like() -> String {
+    kiln_domain::BuildId::generate().as_str().replace('-', "")
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    eprintln!("kiln dev: shutting down");
+}
