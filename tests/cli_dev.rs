@@ -207,8 +207,12 @@ async fn tokens_and_errors() {
     let b = dev.submit("version: \"1\"\nsteps:\n  - name: b\n    commands: [\"true\"]\n").await;
     let signer = TokenSigner::new(SIGNING_KEY.as_bytes().to_vec());
     let runner_a = signer.sign(&BuildId::new(&a), u64::MAX);
-    assert_eq!(dev.post(&format!("/v1/builds/{a}/ingest/heartbeat"), Some(&runner_a), vec![]).await.0, 200);
-    let (status, body) = dev.post(&format!("/v1/builds/{b}/ingest/heartbeat"), Some(&runner_a), vec![]).await;
+    assert_eq!(
+        dev.post(&format!("/v1/builds/{a}/ingest/heartbeat?stage=default"), Some(&runner_a), vec![]).await.0,
+        200
+    );
+    let (status, body) =
+        dev.post(&format!("/v1/builds/{b}/ingest/heartbeat?stage=default"), Some(&runner_a), vec![]).await;
     assert_eq!(status, 403, "{body}");
     let (status, _) = dev
         .post(
@@ -220,7 +224,10 @@ async fn tokens_and_errors() {
     assert_eq!(status, 403);
     assert_eq!(dev.get(&format!("/v1/builds/{a}"), Some(&runner_a)).await.0, 403);
     let expired = signer.sign(&BuildId::new(&a), 1);
-    assert_eq!(dev.post(&format!("/v1/builds/{a}/ingest/heartbeat"), Some(&expired), vec![]).await.0, 401);
+    assert_eq!(
+        dev.post(&format!("/v1/builds/{a}/ingest/heartbeat?stage=default"), Some(&expired), vec![]).await.0,
+        401
+    );
     // a broken pipeline: 400 with every error and its line and column
     let (status, body) = dev
         .post(

@@ -79,6 +79,51 @@ pub fn table(catalog: &[CatalogImage]) -> String {
     out
 }
 
+/// `kiln images --api`: the catalog from a Kiln API.
+pub async fn remote(api: &kiln_api::client::ApiClient, json: bool) -> u8 {
+    let doc = match api.images().await {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("kiln: {e}");
+            return 1;
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        return 0;
+    }
+    match serde_json::from_value::<Vec<CatalogImage>>(doc["images"].clone()) {
+        Ok(catalog) => {
+            print!("{}", table(&catalog));
+            0
+        }
+        Err(e) => {
+            eprintln!("kiln: unexpected answer from the API: {e}");
+            1
+        }
+    }
+}
+
+/// `kiln images build IMAGE`: build and push the providers that are missing or failed.
+pub async fn build(api: &kiln_api::client::ApiClient, image: &str, providers: Vec<String>) -> u8 {
+    let providers = (!providers.is_empty()).then_some(providers);
+    match api.build_missing(image, providers).await {
+        Ok(v) => {
+            let chosen: Vec<&str> = v["providers"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|p| p.as_str()).collect())
+                .unwrap_or_default();
+            eprintln!("kiln: building {image} for {}", chosen.join(", "));
+            println!("{}", v["id"].as_str().unwrap_or_default());
+            0
+        }
+        Err(e) => {
+            eprintln!("kiln: {e}");
+            1
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,50 +167,5 @@ mod tests {
              errors:\n  base-os/azure: quota exceeded (build b1)\n"
         );
         assert_eq!(table(&[]), "no images in the catalog\n");
-    }
-}
-
-/// `kiln images --api`: the catalog from a Kiln API.
-pub async fn remote(api: &kiln_api::client::ApiClient, json: bool) -> u8 {
-    let doc = match api.images().await {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("kiln: {e}");
-            return 1;
-        }
-    };
-    if json {
-        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
-        return 0;
-    }
-    match serde_json::from_value::<Vec<CatalogImage>>(doc["images"].clone()) {
-        Ok(catalog) => {
-            print!("{}", table(&catalog));
-            0
-        }
-        Err(e) => {
-            eprintln!("kiln: unexpected answer from the API: {e}");
-            1
-        }
-    }
-}
-
-/// `kiln images build IMAGE`: build and push the providers that are missing or failed.
-pub async fn build(api: &kiln_api::client::ApiClient, image: &str, providers: Vec<String>) -> u8 {
-    let providers = (!providers.is_empty()).then_some(providers);
-    match api.build_missing(image, providers).await {
-        Ok(v) => {
-            let chosen: Vec<&str> = v["providers"]
-                .as_array()
-                .map(|a| a.iter().filter_map(|p| p.as_str()).collect())
-                .unwrap_or_default();
-            eprintln!("kiln: building {image} for {}", chosen.join(", "));
-            println!("{}", v["id"].as_str().unwrap_or_default());
-            0
-        }
-        Err(e) => {
-            eprintln!("kiln: {e}");
-            1
-        }
     }
 }

@@ -5,9 +5,9 @@ use async_trait::async_trait;
 use kiln_core::job::Job;
 use kiln_core::sinks::{EventSink, IngestReply, LogSink, SinkError};
 use kiln_core::system::SinkFactory;
-use kiln_domain::BuildId;
 use kiln_domain::event::CloudEvent;
 use kiln_domain::logs::LogStream;
+use kiln_domain::{BuildId, StageName};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
@@ -188,8 +188,8 @@ impl LogSink for ApiClient {
         self.ingest(build, "complete", &[("stream", stream.key())], Vec::new()).await
     }
 
-    async fn heartbeat(&self, build: &BuildId) -> Result<IngestReply, SinkError> {
-        self.ingest(build, "heartbeat", &[], Vec::new()).await
+    async fn heartbeat(&self, build: &BuildId, stage: &StageName) -> Result<IngestReply, SinkError> {
+        self.ingest(build, "heartbeat", &[("stage", stage.to_string())], Vec::new()).await
     }
 }
 

@@ -20,7 +20,7 @@ use kiln_core::system::Ports;
 use kiln_domain::event::{CloudEvent, types};
 use kiln_domain::logs::LogStream;
 use kiln_domain::state::Build;
-use kiln_domain::{BuildId, Repo, ids};
+use kiln_domain::{BuildId, Repo, StageName, ids};
 use kiln_store::LogError;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -291,9 +291,9 @@ pub const ROUTES: &[Route] = &[
     Route {
         method: Method::POST,
         path: "/v1/builds/{id}/ingest/heartbeat",
-        summary: "Runner: is the build canceled?",
+        summary: "Runner: should this stage stop (build canceled, or stage stopped by an event)?",
         access: Access::BuildWriter,
-        params: &[ID],
+        params: &[ID, query("stage", false, "the runner's stage")],
         body: Content::None,
         ok: (200, Content::Json, "`canceled` says whether the build was canceled"),
         errors: &[(404, "no such build")],
@@ -734,9 +734,16 @@ async fn ingest_complete(
 async fn ingest_heartbeat(
     State(st): State<AppState>,
     Path(id): Path<String>,
+    Query(q): Query<HeartbeatQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Json<Value>> {
     let build = BuildId::new(&id);
     st.auth.writer_for(&headers, &build)?;
-    ingest_reply(st.ingest.heartbeat(&build).await)
+    let stage = q.stage.ok_or_else(|| ApiError::bad_request("missing query parameter \"stage\""))?;
+    ingest_reply(st.ingest.heartbeat(&build, &StageName::new(stage)).await)
+}
+
+#[derive(Deserialize)]
+struct HeartbeatQuery {
+    stage: Option<String>,
 }

@@ -41,6 +41,7 @@ pub async fn handle_dispatch(
         plan: plan.clone(),
         env: build.plan.env.clone(),
         trigger_event: stage.trigger_event.clone(),
+        deadline_ms: Some(build.created_ms + build.plan.timeout_ms),
         // Valid for as long as the stage may run, plus slack for queueing and retries.
         token: signer.map(|s| s.sign(&build.id, now_ms() + plan.timeout_ms + TOKEN_SLACK_MS)),
     };

@@ -40,6 +40,9 @@ pub async fn handle_event(
         for why in &reaction.refused {
             tracing::warn!(build = %id, event = %event.id, r#type = %event.ty, "refused: {why}");
         }
+        for why in &reaction.ignored {
+            tracing::info!(build = %id, event = %event.id, r#type = %event.ty, "already ended: {why}");
+        }
         let mut events = Vec::with_capacity(reaction.events.len() + 1);
         events.push(event.clone());
         events.extend(reaction.events);
@@ -49,6 +52,7 @@ pub async fn handle_event(
             new_stages: reaction.new_stages,
             events,
             images: reaction.catalog,
+            arrivals: reaction.arrivals,
         };
         match state.commit(&id, &commit).await {
             Ok(CommitOutcome::Applied { first_seq }) => {

@@ -1,9 +1,10 @@
-//! Log ingest: stores the runner's log batches and tells it when its build was canceled.
+//! Log ingest: stores the runner's log batches and tells it when to stop: its build was
+//! canceled, or its stage was ended elsewhere (stopped by an event).
 
 use crate::sinks::{IngestReply, LogSink, SinkError};
 use async_trait::async_trait;
 use kiln_domain::logs::LogStream;
-use kiln_domain::{BuildId, Status};
+use kiln_domain::{BuildId, StageName, Status};
 use kiln_store::{LogError, LogStore, StateStore};
 use std::sync::Arc;
 
@@ -14,12 +15,20 @@ pub struct Ingest {
 }
 
 impl Ingest {
-    async fn reply(&self, build: &BuildId) -> Result<IngestReply, SinkError> {
+    async fn reply(&self, build: &BuildId, stage: Option<&StageName>) -> Result<IngestReply, SinkError> {
         let b = self.state.get_build(build).await.map_err(|e| SinkError::Transient(e.to_string()))?;
-        match b {
-            Some(b) => Ok(IngestReply { canceled: b.status == Status::Canceled }),
-            None => Err(SinkError::Permanent(format!("unknown build {build}"))),
-        }
+        let Some(b) = b else {
+            return Err(SinkError::Permanent(format!("unknown build {build}")));
+        };
+        let stage_ended = stage.and_then(|s| b.stage(s.as_str())).is_some_and(|s| s.status.is_terminal());
+        Ok(IngestReply { canceled: b.status == Status::Canceled || stage_ended })
+    }
+}
+
+fn stage_of(stream: &LogStream) -> Option<&StageName> {
+    match stream {
+        LogStream::Init => None,
+        LogStream::Step { stage, .. } | LogStream::Service { stage, .. } => Some(stage),
     }
 }
 
@@ -41,7 +50,7 @@ impl LogSink for Ingest {
         bytes: &[u8],
     ) -> Result<IngestReply, SinkError> {
         self.logs.put_chunk(build, stream, offset, bytes).await.map_err(sink_error)?;
-        self.reply(build).await
+        self.reply(build, stage_of(stream)).await
     }
 
     async fn append_init(
@@ -51,15 +60,15 @@ impl LogSink for Ingest {
         bytes: &[u8],
     ) -> Result<IngestReply, SinkError> {
         self.logs.append(build, &LogStream::Init, batch_id, bytes).await.map_err(sink_error)?;
-        self.reply(build).await
+        self.reply(build, None).await
     }
 
     async fn complete(&self, build: &BuildId, stream: &LogStream) -> Result<IngestReply, SinkError> {
         self.logs.complete(build, stream).await.map_err(sink_error)?;
-        self.reply(build).await
+        self.reply(build, stage_of(stream)).await
     }
 
-    async fn heartbeat(&self, build: &BuildId) -> Result<IngestReply, SinkError> {
-        self.reply(build).await
+    async fn heartbeat(&self, build: &BuildId, stage: &StageName) -> Result<IngestReply, SinkError> {
+        self.reply(build, Some(stage)).await
     }
 }

@@ -20,6 +20,10 @@ pub struct Job {
     /// The event that started this instance, for event-triggered stages.
     #[serde(default)]
     pub trigger_event: Option<CloudEvent>,
+    /// When the build's own timeout runs out (ms since the epoch): the stage stops then
+    /// even if its own timeout is later.
+    #[serde(default)]
+    pub deadline_ms: Option<u64>,
     /// The runner's token for log ingest and events, scoped to this build; set when the
     /// runner talks to Kiln over HTTP.
     #[serde(default, skip_serializing_if = "Option::is_none")]

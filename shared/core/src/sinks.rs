@@ -3,9 +3,9 @@
 //! go over HTTP with a token scoped to the build.
 
 use async_trait::async_trait;
-use kiln_domain::BuildId;
 use kiln_domain::event::CloudEvent;
 use kiln_domain::logs::LogStream;
+use kiln_domain::{BuildId, StageName};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -20,7 +20,8 @@ pub enum SinkError {
 /// What log ingest tells the runner with each answer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct IngestReply {
-    /// The build was canceled: stop running steps.
+    /// The build was canceled, or this stage was ended (stopped by an event): stop
+    /// running steps.
     pub canceled: bool,
 }
 
@@ -43,10 +44,10 @@ pub trait LogSink: Send + Sync {
     ) -> Result<IngestReply, SinkError>;
     /// The stream has ended: compact it; no more writes.
     async fn complete(&self, build: &BuildId, stream: &LogStream) -> Result<IngestReply, SinkError>;
-    /// Nothing to store, only the question: has the build been canceled? Runners ask
-    /// every half second while a step is silent.
-    async fn heartbeat(&self, build: &BuildId) -> Result<IngestReply, SinkError> {
-        let _ = build;
+    /// Nothing to store, only the question: should this stage stop (build canceled, or
+    /// the stage ended by an event)? Runners ask every half second.
+    async fn heartbeat(&self, build: &BuildId, stage: &StageName) -> Result<IngestReply, SinkError> {
+        let _ = (build, stage);
         Ok(IngestReply::default())
     }
 }

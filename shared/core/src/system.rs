@@ -178,16 +178,19 @@ impl System {
     }
 }
 
-/// Takes jobs off the queue and runs them, one lease-holding runner per job.
-struct JobWorker {
-    state: Arc<dyn StateStore>,
-    jobs: Arc<dyn Queue>,
-    sinks: Arc<dyn SinkFactory>,
-    config: SystemConfig,
+/// Takes jobs off the queue and runs them, one lease-holding runner per job. Public for
+/// the runner function (Lambda, and `runner --poll`).
+pub struct JobWorker {
+    pub state: Arc<dyn StateStore>,
+    pub jobs: Arc<dyn Queue>,
+    pub sinks: Arc<dyn SinkFactory>,
+    pub config: SystemConfig,
 }
 
 impl JobWorker {
-    async fn handle(&self, msg: Received) -> Result<(), HandleError> {
+    /// Claims the job in `msg`, runs it while renewing its lease and the message's
+    /// visibility, and reports a runner error as `job-failed`.
+    pub async fn handle(&self, msg: Received) -> Result<(), HandleError> {
         let job: Job =
             serde_json::from_str(&msg.body).map_err(|e| HandleError::Drop(format!("bad job: {e}")))?;
         // A runner identity per delivery: a duplicate delivery is a different runner and
@@ -206,6 +209,15 @@ impl JobWorker {
             }
         };
         let (logs, events) = self.sinks.sinks(&job);
+        if job.deadline_ms.is_some_and(|d| kiln_domain::event::now_ms() >= d) {
+            let failed = CloudEvent::new(
+                types::JOB_FAILED,
+                "kiln://runner",
+                &job.build,
+                json!({ "stage": job.stage, "attempt": attempt, "reason": "the build timed out before the job started" }),
+            );
+            return events.emit(failed).await.map_err(|e| HandleError::Retry(e.to_string()));
+        }
         let (cancel_tx, cancel_rx) = watch::channel(false);
         let heartbeat = tokio::spawn(heartbeat(
             Lease {
@@ -264,7 +276,7 @@ async fn heartbeat(lease: Lease, logs: Arc<dyn LogSink>, job: Job, cancel: watch
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tick.tick().await;
-        if let Ok(reply) = logs.heartbeat(&job.build).await
+        if let Ok(reply) = logs.heartbeat(&job.build, &job.stage).await
             && reply.canceled
         {
             let _ = cancel.send(true);

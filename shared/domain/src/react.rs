@@ -19,6 +19,7 @@
 use crate::catalog::{self, CatalogWrite, ImageRecord, ImageUpdate};
 use crate::event::{CloudEvent, types};
 use crate::ids::{StageName, StepName};
+use crate::plan::{StagePlan, Trigger, TriggerPolicy};
 use crate::protocol::{ImageOutcome, Phase};
 use crate::state::{Build, Patch, StageState, Target, Transition};
 use crate::status::Status;
@@ -34,20 +35,62 @@ pub struct Reaction {
     pub new_stages: Vec<StageState>,
     /// Changes the event asked for that the state machine refused (logged, not applied).
     pub refused: Vec<String>,
+    /// Reports about things that had already ended elsewhere (a runner finishing a stage
+    /// that an event stopped, or a canceled build): expected, logged quietly.
+    pub ignored: Vec<String>,
     /// The build as it will be once the reaction is committed.
     pub after: Option<Build>,
+    /// When set, the build's fan-in trigger arrivals are to be replaced by this.
+    pub arrivals: Option<crate::state::Arrivals>,
     /// Conditional writes to the image catalog (filled by [`react_catalog`]).
     pub catalog: Vec<CatalogWrite>,
 }
 
 /// Works out the reaction to `event` on `build`.
 pub fn react(build: &Build, event: &CloudEvent, now_ms: u64) -> Reaction {
-    let mut r = Reactor { b: build.clone(), out: Reaction::default(), now_ms };
+    let mut r = Reactor { b: build.clone(), out: Reaction::default(), now_ms, arrivals_changed: false };
     r.on_event(event);
+    r.on_triggers(event);
+    // Lifecycle events can trigger stages too (a cleanup stage when `build` fails): run the
+    // triggers over each one, including those the triggers themselves cause, until quiet.
+    // The build's own end is decided after, so it cannot trigger stages.
+    let mut seen = 0;
+    loop {
+        r.skip_broken();
+        let n = r.out.events.len();
+        if seen == n || r.out.new_stages.len() > MAX_INSTANCES_PER_EVENT {
+            break;
+        }
+        for i in seen..n {
+            let e = r.out.events[i].clone();
+            r.on_triggers(&e);
+        }
+        seen = n;
+    }
     r.settle();
+    if r.arrivals_changed {
+        r.out.arrivals = Some(r.b.arrivals.clone());
+    }
     let mut out = r.out;
     out.after = Some(r.b);
     out
+}
+
+/// A guard against triggers that set each other off forever.
+const MAX_INSTANCES_PER_EVENT: usize = 100;
+
+/// Whether `event` matches a trigger's `where`: every field equal (a string in the
+/// pipeline also matches a number or boolean that prints the same).
+fn matches_where(trigger: &Trigger, event: &CloudEvent) -> bool {
+    trigger.where_.iter().all(|(field, want)| match event.data.get(field) {
+        Some(got) if got == want => true,
+        Some(got) => match (want, got) {
+            (Value::String(w), Value::Number(_) | Value::Bool(_)) => w.as_str() == got.to_string().as_str(),
+            (Value::Number(_) | Value::Bool(_), Value::String(g)) => g.as_str() == want.to_string().as_str(),
+            _ => false,
+        },
+        None => false,
+    })
 }
 
 /// The images whose catalog records the fan-in reads before [`react_catalog`]: every
@@ -257,6 +300,7 @@ struct Reactor {
     b: Build,
     out: Reaction,
     now_ms: u64,
+    arrivals_changed: bool,
 }
 
 impl Reactor {
@@ -346,7 +390,18 @@ impl Reactor {
         let (to, step_to, reason) = match outcome {
             "canceled" => (Status::Canceled, Status::Canceled, reason),
             "stopped" => (Status::Stopped, Status::Canceled, reason.or(Some("stopped by event".into()))),
-            "timeout" => (Status::Failed, Status::Skipped, reason.or(Some("stage timed out".into()))),
+            "timeout" => {
+                let build_deadline = self.b.created_ms + self.b.plan.timeout_ms;
+                let why = if self.now_ms >= build_deadline {
+                    format!(
+                        "the build timed out (timeout {})",
+                        crate::compile::format_duration(self.b.plan.timeout_ms)
+                    )
+                } else {
+                    "stage timed out".to_string()
+                };
+                (Status::Failed, Status::Skipped, reason.or(Some(why)))
+            }
             "failed" => (Status::Failed, Status::Skipped, reason),
             _ if any_failed => (Status::Failed, Status::Skipped, reason),
             _ => (Status::Succeeded, Status::Skipped, reason),
@@ -380,8 +435,8 @@ impl Reactor {
         self.go(Target::Stage { stage: stage.clone() }, to, Patch { reason, ..Patch::default() });
     }
 
-    /// Skips stages that can no longer run and ends the build once every stage has ended.
-    fn settle(&mut self) {
+    /// Skips pending stages whose needs ended without success, and so on down the graph.
+    fn skip_broken(&mut self) {
         if self.b.status != Status::Running {
             return;
         }
@@ -403,6 +458,16 @@ impl Reactor {
                 self.end_stage(&stage, Status::Skipped, Status::Skipped, Some(why));
             }
         }
+    }
+
+    /// Ends the build once every stage has ended and nothing can start. Event-triggered
+    /// stages do not hold a build open by themselves: once everything else has ended, a
+    /// later event finds the build over.
+    fn settle(&mut self) {
+        if self.b.status != Status::Running {
+            return;
+        }
+        self.skip_broken();
         let active = self.b.stages.iter().any(|s| {
             s.status == Status::Running
                 || (s.status == Status::Pending
@@ -429,6 +494,79 @@ impl Reactor {
         self.go(Target::Build, to, Patch { reason, ..Patch::default() });
     }
 
+    /// Runs the pipeline's `on:` triggers against one event: `create` starts an instance
+    /// (a set of several event types starts one once all have arrived); `delete` stops
+    /// the stage's open instances.
+    fn on_triggers(&mut self, e: &CloudEvent) {
+        if self.b.status != Status::Running {
+            return;
+        }
+        // A stage's own lifecycle never triggers it again.
+        let about =
+            e.data_str("template").or_else(|| e.data_str("stage").map(|s| s.split('#').next().unwrap_or(s)));
+        let own = |stage: &str| e.ty.starts_with(types::LIFECYCLE_PREFIX) && about == Some(stage);
+        let stages: Vec<StagePlan> =
+            self.b.plan.stages.iter().filter(|s| !s.triggers.is_empty()).cloned().collect();
+        for plan in stages {
+            if own(plan.name.as_str()) {
+                continue;
+            }
+            for (i, t) in plan.triggers.iter().enumerate() {
+                if !t.events.contains(&e.ty) || !matches_where(t, e) {
+                    continue;
+                }
+                match t.policy {
+                    TriggerPolicy::Delete => self.stop_instances(&plan, e),
+                    TriggerPolicy::Create if t.events.len() == 1 => self.create_instance(&plan, e.clone()),
+                    TriggerPolicy::Create => {
+                        let key = format!("{}/{i}", plan.name);
+                        let set = self.b.arrivals.entry(key.clone()).or_default();
+                        set.insert(e.ty.clone(), e.clone());
+                        self.arrivals_changed = true;
+                        if t.events.iter().all(|ty| set.contains_key(ty)) {
+                            let set = self.b.arrivals.remove(&key).unwrap_or_default();
+                            self.create_instance(&plan, merged(t, &set, e));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn create_instance(&mut self, plan: &StagePlan, trigger: CloudEvent) {
+        let n = self
+            .b
+            .stages
+            .iter()
+            .filter(|s| s.name.template() == plan.name.as_str() && s.name.as_str().contains('#'))
+            .count();
+        let name = StageName::new(format!("{}#{}", plan.name, n + 1));
+        let mut data =
+            json!({ "stage": name, "template": plan.name, "status": "pending", "trigger": trigger.id });
+        data["trigger_type"] = Value::from(trigger.ty.as_str());
+        let state = StageState::new(name.clone(), plan, Some(trigger));
+        self.b.stages.push(state.clone());
+        self.out.new_stages.push(state);
+        self.out.events.push(
+            CloudEvent::new("dev.kiln.stage.pending", "kiln://fanin", &self.b.id, data)
+                .with_subject(format!("stage/{name}")),
+        );
+    }
+
+    fn stop_instances(&mut self, plan: &StagePlan, e: &CloudEvent) {
+        let open: Vec<StageName> = self
+            .b
+            .stages
+            .iter()
+            .filter(|s| s.name.template() == plan.name.as_str() && !s.status.is_terminal())
+            .map(|s| s.name.clone())
+            .collect();
+        for stage in open {
+            let reason = Some(format!("stopped by event {} ({})", e.ty, e.id));
+            self.end_stage(&stage, Status::Stopped, Status::Canceled, reason);
+        }
+    }
+
     /// Reports from an attempt other than the stage's current one are stale.
     fn current_attempt(&mut self, stage: &StageName, attempt: Option<u32>) -> bool {
         let Some(s) = self.b.stage(stage.as_str()) else {
@@ -453,6 +591,9 @@ impl Reactor {
         patch.at_ms = self.now_ms;
         let t = Transition { target, from, to, patch };
         if let Err(e) = self.b.apply(&t) {
+            if from.is_terminal() {
+                return self.out.ignored.push(e.to_string());
+            }
             return self.refuse(e.to_string());
         }
         self.out.events.push(lifecycle_event(&self.b, &t));
@@ -466,6 +607,24 @@ impl Reactor {
     fn refuse(&mut self, why: String) {
         self.out.refused.push(why);
     }
+}
+
+/// The event that starts a fan-in instance: the last one to arrive, with the data of
+/// the whole set merged in trigger order (later types win on clashes).
+fn merged(
+    t: &Trigger,
+    set: &std::collections::BTreeMap<String, CloudEvent>,
+    last: &CloudEvent,
+) -> CloudEvent {
+    let mut data = serde_json::Map::new();
+    for ty in &t.events {
+        if let Some(Value::Object(o)) = set.get(ty).map(|e| &e.data) {
+            data.extend(o.clone());
+        }
+    }
+    let mut e = last.clone();
+    e.data = Value::Object(data);
+    e
 }
 
 /// The lifecycle event recorded for a transition: `dev.kiln.{build,stage,step}.<status>`.
@@ -852,5 +1011,103 @@ mod tests {
         assert_eq!(b.stage("a").unwrap().status, Status::Failed);
         assert_eq!(b.stage("a").unwrap().reason.as_deref(), Some("poison"));
         assert_eq!(b.status, Status::Failed);
+    }
+
+    fn triggered(triggers: Vec<(&str, Vec<&str>, Value, crate::plan::TriggerPolicy)>) -> Build {
+        let mut p = plan(&[("main", &[], 1)]);
+        for (name, events, where_, policy) in triggers {
+            let mut st = p.stages[0].clone();
+            st.name = name.into();
+            st.triggers.push(crate::plan::Trigger {
+                events: events.iter().map(|s| s.to_string()).collect(),
+                where_: serde_json::from_value(where_).unwrap(),
+                policy,
+            });
+            p.stages.push(st);
+        }
+        new_build(p)
+    }
+
+    #[test]
+    fn every_matching_event_starts_an_instance() {
+        use crate::plan::TriggerPolicy::Create;
+        let b = triggered(vec![("heads", vec!["coin"], json!({"content": "heads"}), Create)]);
+        assert!(b.stage("heads").is_none(), "event-triggered stages start with no instance");
+        let (b, r) = step(&b, "coin", json!({"content": "heads"}));
+        assert_eq!(r.new_stages.len(), 1);
+        let (b, _) = step(&b, "coin", json!({"content": "tails"}));
+        let (b, _) = step(&b, "coin", json!({"content": "heads"}));
+        let names: Vec<&str> = b.stages.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["main", "heads#1", "heads#2"]);
+        assert_eq!(
+            b.stage("heads#2").unwrap().trigger_event.as_ref().unwrap().data_str("content"),
+            Some("heads")
+        );
+        assert_eq!(ready_stages(&b).len(), 3);
+    }
+
+    #[test]
+    fn a_set_of_event_types_starts_one_instance_once_all_arrived() {
+        use crate::plan::TriggerPolicy::Create;
+        let b = triggered(vec![("pair", vec!["left", "right"], json!({}), Create)]);
+        let (b, r) = step(&b, "left", json!({"l": 1}));
+        assert!(r.new_stages.is_empty());
+        assert_eq!(r.arrivals.as_ref().map(|a| a.len()), Some(1));
+        let (b, _) = step(&b, "left", json!({"l": 2}));
+        let (b, r) = step(&b, "right", json!({"r": 3}));
+        assert_eq!(r.new_stages.len(), 1);
+        let ev = b.stage("pair#1").unwrap().trigger_event.clone().unwrap();
+        assert_eq!(ev.data, json!({"l": 2, "r": 3}));
+        assert!(b.arrivals.is_empty(), "the set starts over");
+    }
+
+    #[test]
+    fn delete_stops_open_instances_and_stopped_is_not_failure() {
+        use crate::plan::TriggerPolicy::{Create, Delete};
+        let b = triggered(vec![
+            ("heads", vec!["coin"], json!({}), Create),
+            ("main2", vec!["stop"], json!({}), Delete),
+        ]);
+        // main2 has only a delete trigger: it starts with the build, by needs.
+        assert!(b.stage("main2").is_some());
+        let (b, _) = step(&b, types::STAGE_STARTED, json!({"stage": "main2", "attempt": 1}));
+        let (b, r) = step(&b, "stop", json!({}));
+        assert_eq!(b.stage("main2").unwrap().status, Status::Stopped);
+        assert!(r.events.iter().any(|e| e.ty == "dev.kiln.stage.stopped"));
+        // the runner's late report is ignored, quietly
+        let (b, r) =
+            step(&b, types::STAGE_FINISHED, json!({"stage": "main2", "attempt": 1, "outcome": "canceled"}));
+        assert!(r.refused.is_empty() && !r.ignored.is_empty(), "{r:?}");
+        let b = run_stage(b, "main", &[0]);
+        assert_eq!(b.status, Status::Succeeded);
+    }
+
+    #[test]
+    fn lifecycle_events_trigger_stages_but_never_their_own() {
+        use crate::plan::TriggerPolicy::Create;
+        let b = triggered(vec![("cleanup", vec!["dev.kiln.stage.failed"], json!({"stage": "main"}), Create)]);
+        let b = run_stage(b, "main", &[1]);
+        assert!(b.stage("cleanup#1").is_some(), "a cleanup instance when main fails");
+        assert_eq!(b.status, Status::Running, "the cleanup keeps the build open");
+        let (b, _) = step(&b, types::STAGE_STARTED, json!({"stage": "cleanup#1", "attempt": 1}));
+        let (b, _) = step(&b, types::STEP_STARTED, json!({"stage": "cleanup#1", "step": "s0", "attempt": 1}));
+        let (b, _) = step(
+            &b,
+            types::STEP_FINISHED,
+            json!({"stage": "cleanup#1", "step": "s0", "attempt": 1, "exit_code": 1}),
+        );
+        let (b, _) = step(&b, types::STAGE_FINISHED, json!({"stage": "cleanup#1", "attempt": 1}));
+        assert!(b.stage("cleanup#2").is_none(), "its own failure does not trigger it again");
+        assert_eq!(b.status, Status::Failed);
+    }
+
+    #[test]
+    fn events_after_the_build_ended_start_nothing() {
+        use crate::plan::TriggerPolicy::Create;
+        let b = triggered(vec![("late", vec!["ping"], json!({}), Create)]);
+        let b = run_stage(b, "main", &[0]);
+        assert_eq!(b.status, Status::Succeeded, "event-triggered stages do not hold the build open");
+        let (_, r) = step(&b, "ping", json!({}));
+        assert!(r.new_stages.is_empty());
     }
 }

@@ -26,6 +26,10 @@ pub struct Build {
     /// in `KILN_PROVIDERS` (see `catalog::requested_providers`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub providers: Option<Vec<String>>,
+    /// Events that arrived for fan-in triggers still waiting for the rest of their set,
+    /// by trigger (`stage/index`) and event type.
+    #[serde(default, skip_serializing_if = "Arrivals::is_empty")]
+    pub arrivals: Arrivals,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -99,6 +103,7 @@ impl Build {
             plan,
             stages,
             providers: None,
+            arrivals: Arrivals::new(),
         }
     }
 
@@ -219,6 +224,10 @@ impl StageState {
         }
     }
 }
+
+/// Events waiting for fan-in triggers: trigger key (`stage/index`) → event type → event.
+pub type Arrivals =
+    std::collections::BTreeMap<String, std::collections::BTreeMap<String, crate::event::CloudEvent>>;
 
 /// What a transition changes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! pending ──▶ running ──▶ succeeded | failed | canceled | stopped
-//!    └──────▶ skipped | canceled | failed
+//!    └──────▶ skipped | canceled | failed | stopped
 //! ```
 //! Terminal states never change again. Only the event fan-in applies transitions.
 //! [`ImageStatus`], the catalog's refinement of it for images, is below.
@@ -59,7 +59,7 @@ impl Status {
     pub fn can_become(self, to: Status) -> bool {
         use Status::*;
         match self {
-            Pending => matches!(to, Running | Skipped | Canceled | Failed),
+            Pending => matches!(to, Running | Skipped | Canceled | Failed | Stopped),
             Running => matches!(to, Succeeded | Failed | Canceled | Stopped),
             _ => false,
         }

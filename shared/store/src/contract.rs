@@ -97,7 +97,14 @@ fn tr(target: Target, from: Status, to: Status) -> Transition {
 }
 
 fn commit(event_id: &str, transitions: Vec<Transition>, events: Vec<CloudEvent>) -> Commit {
-    Commit { event_id: event_id.to_string(), transitions, new_stages: Vec::new(), events, images: Vec::new() }
+    Commit {
+        event_id: event_id.to_string(),
+        transitions,
+        new_stages: Vec::new(),
+        events,
+        images: Vec::new(),
+        arrivals: None,
+    }
 }
 
 async fn created(s: &dyn StateStore, repo: &Repo) -> Build {
@@ -279,6 +286,7 @@ pub async fn state_refused_commit_changes_nothing(s: &dyn StateStore) {
         new_stages: vec![new_stage.clone()],
         events: vec![sample_event(&b.id, "t")],
         images: Vec::new(),
+        arrivals: None,
     };
     // Stale: the step is pending, not running.
     let err = s.commit(&b.id, &bad(tr(step("build", "compile"), Status::Running, Status::Succeeded))).await;
@@ -315,11 +323,27 @@ pub async fn state_new_stages(s: &dyn StateStore) {
         new_stages: vec![inst.clone()],
         events: vec![sample_event(&b.id, "t")],
         images: Vec::new(),
+        arrivals: None,
     };
     assert!(matches!(s.commit(&b.id, &c).await.expect("commit"), CommitOutcome::Applied { .. }));
     let now = get(s, &b.id).await;
     assert_eq!(now.stages.len(), 3);
     assert_eq!(now.stage("test#1"), Some(&inst));
+    // A new instance can be moved on in the same commit; fan-in arrivals are replaced whole.
+    let mut arrivals = kiln_domain::state::Arrivals::new();
+    arrivals.entry("test/0".into()).or_default().insert("a".into(), sample_event(&b.id, "a"));
+    let c = Commit {
+        event_id: "ns-2".to_string(),
+        transitions: vec![tr(stage("test#2"), Status::Pending, Status::Stopped)],
+        new_stages: vec![StageState::new("test#2".into(), &plan.stages[1], None)],
+        events: vec![sample_event(&b.id, "t")],
+        images: Vec::new(),
+        arrivals: Some(arrivals.clone()),
+    };
+    assert!(matches!(s.commit(&b.id, &c).await.expect("commit"), CommitOutcome::Applied { .. }));
+    let now = get(s, &b.id).await;
+    assert_eq!(now.stage("test#2").map(|s| s.status), Some(Status::Stopped));
+    assert_eq!(now.arrivals, arrivals);
     for name in ["test#1", "build"] {
         let c = Commit {
             event_id: format!("ns-{name}"),
@@ -327,12 +351,13 @@ pub async fn state_new_stages(s: &dyn StateStore) {
             new_stages: vec![StageState::new(name.into(), &plan.stages[1], None)],
             events: vec![sample_event(&b.id, "t")],
             images: Vec::new(),
+            arrivals: None,
         };
         let err = s.commit(&b.id, &c).await;
         assert!(matches!(err, Err(StoreError::AlreadyExists(_))), "{name}: {err:?}");
     }
     assert_eq!(get(s, &b.id).await, now);
-    assert_eq!(all_events(s, &b.id).await.len(), 1);
+    assert_eq!(all_events(s, &b.id).await.len(), 2, "the two applied commits' events only");
 }
 
 /// Concurrent commits to one build are serialized: none is lost, sequence numbers are

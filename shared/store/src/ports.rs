@@ -31,8 +31,11 @@ pub struct Commit {
     pub event_id: String,
     /// Conditional transitions: all apply, or none.
     pub transitions: Vec<Transition>,
-    /// New stage instances (event-triggered stages).
+    /// New stage instances (event-triggered stages), added before the transitions apply.
     pub new_stages: Vec<kiln_domain::state::StageState>,
+    /// When set, replaces the build's record of events waiting for fan-in triggers
+    /// (`Build::arrivals`).
+    pub arrivals: Option<kiln_domain::state::Arrivals>,
     /// Appended to the build's history, numbered in order.
     pub events: Vec<CloudEvent>,
     /// Image catalog writes, at most one per (image, provider), each conditional on the

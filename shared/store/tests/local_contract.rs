@@ -126,6 +126,7 @@ fn commit(event_id: &str, events: usize, build: &BuildId) -> Commit {
         new_stages: vec![],
         events: (0..events).map(|_| contract::sample_event(build, "t")).collect(),
         images: vec![],
+        arrivals: None,
     }
 }
 

@@ -23,7 +23,7 @@ use crate::job::Job;
 use crate::sinks::{EventSink, LogSink, SinkError};
 use batcher::{Directives, StreamTask, start_stream};
 use kiln_domain::catalog::PROVIDERS_ENV;
-use kiln_domain::event::types;
+use kiln_domain::event::{now_ms, types};
 use kiln_domain::logs::{DEFAULT_FLUSH_INTERVAL_MS, LogStream, MAX_BATCH_BYTES};
 use kiln_domain::plan::{DEFAULT_STAGE_TIMEOUT_MS, ServicePlan, StepPlan};
 use kiln_domain::{StageName, StepName};
@@ -341,12 +341,17 @@ impl Stage<'_> {
         Ok(self.outcome(outcome, None, steps))
     }
 
+    /// The stage's deadline: its own timeout, or the build's, whichever comes first.
     fn deadline(&self) -> Instant {
         let ms = match self.job.plan.timeout_ms {
             0 => DEFAULT_STAGE_TIMEOUT_MS,
             ms => ms,
         };
-        self.started + Duration::from_millis(ms)
+        let own = self.started + Duration::from_millis(ms);
+        match self.job.deadline_ms {
+            Some(at) => own.min(Instant::now() + Duration::from_millis(at.saturating_sub(now_ms()))),
+            None => own,
+        }
     }
 
     async fn run_steps(&self, ws: &Path, env: &Env) -> Result<(Vec<StepReport>, StageOutcome), RunnerError> {

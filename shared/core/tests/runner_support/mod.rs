@@ -221,6 +221,7 @@ pub fn job(stage: &str, steps: Vec<StepPlan>) -> Job {
         },
         env: BTreeMap::new(),
         trigger_event: None,
+        deadline_ms: None,
         token: None,
     }
 }

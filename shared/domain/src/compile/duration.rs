@@ -49,7 +49,7 @@ pub(super) fn parse_duration(text: &str) -> Result<u64, String> {
 }
 
 /// Milliseconds as the shortest duration text (`900000` → `15m`), for messages.
-pub(super) fn format_duration(ms: u64) -> String {
+pub fn format_duration(ms: u64) -> String {
     let mut out = String::new();
     let mut rest = ms;
     for (unit, size) in [("h", 3_600_000), ("m", 60_000), ("s", 1_000), ("ms", 1)] {

@@ -14,6 +14,7 @@
 //! which only container stages can have.
 
 mod duration;
+pub use duration::format_duration;
 #[cfg(test)]
 mod tests;
 mod tree;

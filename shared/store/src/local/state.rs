@@ -448,14 +448,18 @@ impl Inner {
             return Ok(CommitOutcome::Duplicate);
         }
         let mut build = entry.build.clone();
-        for t in &c.transitions {
-            build.apply(t)?;
-        }
+        // New instances first: the same commit may already move them on.
         for s in &c.new_stages {
             if build.stage(s.name.as_str()).is_some() {
                 return Err(StoreError::AlreadyExists(format!("stage {} of build {id}", s.name)));
             }
             build.stages.push(s.clone());
+        }
+        for t in &c.transitions {
+            build.apply(t)?;
+        }
+        if let Some(arrivals) = &c.arrivals {
+            build.arrivals.clone_from(arrivals);
         }
         // The catalog writes' conditions, checked (and the new documents made) before
         // anything is written; the lock is held until the commit is done.
