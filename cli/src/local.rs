@@ -123,13 +123,16 @@ async fn load(ports: &Ports, build: &str) -> Result<kiln_domain::state::Build, u
     }
 }
 
+/// The data dir's ports and one of its builds, or the exit code after saying why not.
+async fn open_build(data_dir: &Path, build: &str) -> Result<(Ports, kiln_domain::state::Build), u8> {
+    let ports = open_read(data_dir)?;
+    let b = load(&ports, build).await?;
+    Ok((ports, b))
+}
+
 pub async fn status(data_dir: &Path, build: &str, json: bool) -> u8 {
-    let ports = match open_read(data_dir) {
-        Ok(p) => p,
-        Err(c) => return c,
-    };
-    let b = match load(&ports, build).await {
-        Ok(b) => b,
+    let (ports, b) = match open_build(data_dir, build).await {
+        Ok(x) => x,
         Err(c) => return c,
     };
     let mut doc = kiln_api::views::build_json(&b);
@@ -143,12 +146,8 @@ pub async fn status(data_dir: &Path, build: &str, json: bool) -> u8 {
 }
 
 pub async fn logs(data_dir: &Path, build: &str, stream: Option<&str>, init: bool) -> u8 {
-    let ports = match open_read(data_dir) {
-        Ok(p) => p,
-        Err(c) => return c,
-    };
-    let b = match load(&ports, build).await {
-        Ok(b) => b,
+    let (ports, b) = match open_build(data_dir, build).await {
+        Ok(x) => x,
         Err(c) => return c,
     };
     let list = match ports.logs.list(&b.id).await {
@@ -217,12 +216,8 @@ pub fn print_event(e: &serde_json::Value, json: bool) {
 }
 
 pub async fn events(data_dir: &Path, build: &str, json: bool) -> u8 {
-    let ports = match open_read(data_dir) {
-        Ok(p) => p,
-        Err(c) => return c,
-    };
-    let b = match load(&ports, build).await {
-        Ok(b) => b,
+    let (ports, b) = match open_build(data_dir, build).await {
+        Ok(x) => x,
         Err(c) => return c,
     };
     let mut after = 0;
