@@ -1,0 +1,195 @@
+//! Kiln's storage ports on AWS, with the official SDK crates: the state store on DynamoDB
+//! ([`DynamoStateStore`], one table), the log store on S3 ([`S3LogStore`], chunk objects
+//! keyed by byte offset, compacted when a stream ends) and the queues on SQS
+//! ([`SqsQueue`]). They pass the same contract suite as the local adapters
+//! (`kiln_store::contract`), run against LocalStack in `tests/localstack_contract.rs`.
+//!
+//! Configured the usual way: `AWS_ENDPOINT_URL`, `AWS_REGION`, the credentials chain; the
+//! resource names from [`AwsConfig::from_env`]. [`connect`] builds everything at once.
+
+mod dynamo;
+mod s3logs;
+mod sqs;
+
+pub use dynamo::DynamoStateStore;
+pub use s3logs::S3LogStore;
+pub use sqs::SqsQueue;
+
+use aws_config::BehaviorVersion;
+use kiln_store::{LogStore, Queue, StateStore};
+use std::sync::Arc;
+
+/// Where Kiln's resources are. Queue fields take a queue URL or a queue name (a name is
+/// resolved with GetQueueUrl by [`connect`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsConfig {
+    /// DynamoDB table (`KILN_TABLE`, default `kiln-state`).
+    pub table: String,
+    /// S3 bucket for logs (`KILN_BUCKET`, default `kiln-logs`).
+    pub bucket: String,
+    /// The jobs queue (`KILN_JOBS_QUEUE`, default `kiln-jobs`).
+    pub jobs_queue_url: String,
+    /// The dispatch queue (`KILN_DISPATCH_QUEUE`, default `kiln-dispatch`).
+    pub dispatch_queue_url: String,
+    /// The events queue, FIFO (`KILN_EVENTS_QUEUE`, default `kiln-events.fifo`).
+    pub events_queue_url: String,
+    /// Logs on an S3 Express One Zone directory bucket, appended in place with PutObject's
+    /// write offset (`KILN_S3_EXPRESS_APPEND=1`). Not testable on LocalStack.
+    pub s3_express_append: bool,
+}
+
+impl Default for AwsConfig {
+    fn default() -> Self {
+        Self {
+            table: "kiln-state".to_string(),
+            bucket: "kiln-logs".to_string(),
+            jobs_queue_url: "kiln-jobs".to_string(),
+            dispatch_queue_url: "kiln-dispatch".to_string(),
+            events_queue_url: "kiln-events.fifo".to_string(),
+            s3_express_append: false,
+        }
+    }
+}
+
+impl AwsConfig {
+    /// The defaults, overridden by `KILN_TABLE`, `KILN_BUCKET`, `KILN_JOBS_QUEUE`,
+    /// `KILN_DISPATCH_QUEUE`, `KILN_EVENTS_QUEUE` and `KILN_S3_EXPRESS_APPEND`.
+    pub fn from_env() -> Self {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Like [`AwsConfig::from_env`], reading variables through `var`.
+    pub fn from_lookup(var: impl Fn(&str) -> Option<String>) -> Self {
+        let d = Self::default();
+        let get = |k: &str, default: String| var(k).filter(|v| !v.trim().is_empty()).unwrap_or(default);
+        Self {
+            table: get("KILN_TABLE", d.table),
+            bucket: get("KILN_BUCKET", d.bucket),
+            jobs_queue_url: get("KILN_JOBS_QUEUE", d.jobs_queue_url),
+            dispatch_queue_url: get("KILN_DISPATCH_QUEUE", d.dispatch_queue_url),
+            events_queue_url: get("KILN_EVENTS_QUEUE", d.events_queue_url),
+            s3_express_append: var("KILN_S3_EXPRESS_APPEND")
+                .is_some_and(|v| matches!(v.trim(), "1" | "true")),
+        }
+    }
+}
+
+/// The SDK clients, from one shared configuration.
+#[derive(Debug, Clone)]
+pub struct Clients {
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub s3: aws_sdk_s3::Client,
+    pub sqs: aws_sdk_sqs::Client,
+}
+
+impl Clients {
+    /// Loads the configuration the usual way (`aws_config::defaults`: `AWS_ENDPOINT_URL`,
+    /// `AWS_REGION`, the credentials chain). S3 uses path-style addressing when an endpoint
+    /// URL is set (LocalStack and other emulators need it).
+    pub async fn from_env() -> Self {
+        let shared = aws_config::defaults(BehaviorVersion::latest()).load().await;
+        Self::from_sdk_config(&shared)
+    }
+
+    pub fn from_sdk_config(shared: &aws_config::SdkConfig) -> Self {
+        let s3 = aws_sdk_s3::config::Builder::from(shared)
+            .force_path_style(shared.endpoint_url().is_some())
+            .build();
+        Self {
+            dynamodb: aws_sdk_dynamodb::Client::new(shared),
+            s3: aws_sdk_s3::Client::from_conf(s3),
+            sqs: aws_sdk_sqs::Client::new(shared),
+        }
+    }
+}
+
+/// Everything `kiln dev --backend aws` (and the Lambda functions) need, built by
+/// [`connect`].
+#[derive(Clone)]
+pub struct AwsBackend {
+    pub state: Arc<dyn StateStore>,
+    pub logs: Arc<dyn LogStore>,
+    pub jobs: Arc<dyn Queue>,
+    pub dispatch: Arc<dyn Queue>,
+    pub events: Arc<dyn Queue>,
+    pub clients: Clients,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("queue {name}: {message}")]
+    Queue { name: String, message: String },
+}
+
+/// Connects to the resources `config` names, with clients configured from the
+/// environment. Queue names are resolved to URLs here (one GetQueueUrl each).
+pub async fn connect(config: &AwsConfig) -> Result<AwsBackend, ConnectError> {
+    connect_with(Clients::from_env().await, config).await
+}
+
+/// Like [`connect`], with clients made elsewhere.
+pub async fn connect_with(clients: Clients, config: &AwsConfig) -> Result<AwsBackend, ConnectError> {
+    let queue = |name: &str| SqsQueue::connect(clients.sqs.clone(), name.to_string());
+    let (jobs, dispatch, events) = tokio::join!(
+        queue(&config.jobs_queue_url),
+        queue(&config.dispatch_queue_url),
+        queue(&config.events_queue_url)
+    );
+    let state = DynamoStateStore::new(clients.dynamodb.clone(), config.table.clone());
+    let logs = S3LogStore::new(clients.s3.clone(), config.bucket.clone())
+        .with_express_append(config.s3_express_append);
+    Ok(AwsBackend {
+        state: Arc::new(state),
+        logs: Arc::new(logs),
+        jobs: Arc::new(jobs?),
+        dispatch: Arc::new(dispatch?),
+        events: Arc::new(events?),
+        clients,
+    })
+}
+
+/// The error's code (`ConditionalCheckFailedException`, `PreconditionFailed`, ...) and a
+/// one-line description, for any SDK error.
+pub(crate) fn describe<E, R>(e: &aws_sdk_s3::error::SdkError<E, R>) -> String
+where
+    E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    use aws_sdk_s3::error::ProvideErrorMetadata;
+    match (e.code(), e.message()) {
+        (Some(c), Some(m)) => format!("{c}: {m}"),
+        (Some(c), None) => c.to_string(),
+        _ => aws_sdk_s3::error::DisplayErrorContext(e).to_string(),
+    }
+}
+
+/// A short random pause before retrying a lost race: `attempt` 0, 1, 2, ... waits a
+/// little longer each time (at most about 100 ms).
+pub(crate) async fn backoff(attempt: u32) {
+    let cap = 5u64.saturating_mul(1 << attempt.min(5)).min(100);
+    let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]) * cap / 255;
+    tokio::time::sleep(std::time::Duration::from_millis(cap / 2 + jitter / 2)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_from_env_and_defaults() {
+        let c = AwsConfig::from_lookup(|_| None);
+        assert_eq!(c, AwsConfig::default());
+        assert_eq!(c.events_queue_url, "kiln-events.fifo");
+        let c = AwsConfig::from_lookup(|k| match k {
+            "KILN_TABLE" => Some("t".into()),
+            "KILN_JOBS_QUEUE" => Some("http://127.0.0.1:4566/000000000000/j".into()),
+            "KILN_BUCKET" => Some(" ".into()),
+            "KILN_S3_EXPRESS_APPEND" => Some("1".into()),
+            _ => None,
+        });
+        assert_eq!(c.table, "t");
+        assert_eq!(c.bucket, "kiln-logs");
+        assert_eq!(c.jobs_queue_url, "http://127.0.0.1:4566/000000000000/j");
+        assert!(c.s3_express_append);
+    }
+}
