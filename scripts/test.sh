@@ -27,6 +27,16 @@ localstack/seed.sh >/dev/null
 source localstack/.state/env
 export KILN_LOCALSTACK=1
 
+echo "== infra"
+# The SAM template, offline: cfn-lint, sam validate --lint, and the names/keys/variables the
+# code expects (with negative tests). The tools come from localstack/.venv (installed above).
+infra/test_template.sh
+
+echo "== functions"
+# The Lambda binaries behind the runtime API emulator (cargo lambda watch), with real
+# API Gateway v2 and SQS payloads, against the LocalStack started above.
+functions/test_invoke.sh
+
 echo "== tests"
 mkdir -p target
 cargo test --workspace --locked 2>&1 | tee target/test-output.log

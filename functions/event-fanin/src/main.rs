@@ -1,0 +1,53 @@
+//! Lambda `event-fanin`: consumes the events FIFO (one message group per build) and applies
+//! each event through the state machine. The same function is the scheduled watchdog: an
+//! EventBridge schedule event (not an SQS batch) drains the jobs dead-letter queue.
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use kiln_core::fanin::handle_event;
+use kiln_core::queues::HandleError;
+use kiln_domain::event::CloudEvent;
+use kiln_lambda::batch::{Order, handle};
+use kiln_lambda::{Error, env, watchdog};
+use kiln_store::Received;
+use kiln_store_aws::SqsQueue;
+use lambda_runtime::{LambdaEvent, service_fn};
+use serde_json::{Value, json};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    kiln_lambda::init_tracing();
+    let settings = env::Settings::from_env()?;
+    let (ports, clients) = env::connect_all().await?;
+    let dlq = match settings.jobs_dlq {
+        Some(name) => Some(SqsQueue::connect(clients.sqs.clone(), name).await?),
+        None => None,
+    };
+    let dlq = std::sync::Arc::new(dlq);
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
+        let (ports, dlq) = (ports.clone(), dlq.clone());
+        async move {
+            if event.payload.get("Records").is_none() {
+                // A scheduled event: the watchdog.
+                let Some(dlq) = dlq.as_ref() else {
+                    tracing::warn!("watchdog: {} is not set", env::JOBS_DLQ);
+                    return Ok(json!({ "reported": 0 }));
+                };
+                let reported = watchdog::drain(dlq, ports.events.as_ref()).await?;
+                return Ok::<Value, Error>(json!({ "reported": reported }));
+            }
+            let sqs: SqsEvent = serde_json::from_value(event.payload)?;
+            let batch = LambdaEvent::new(sqs, event.context);
+            let response = handle(batch, Order::Fifo, move |msg: Received| {
+                let ports = ports.clone();
+                async move {
+                    let event: CloudEvent = serde_json::from_str(&msg.body)
+                        .map_err(|e| HandleError::Drop(format!("bad event: {e}")))?;
+                    handle_event(ports.state.as_ref(), ports.dispatch.as_ref(), &event).await
+                }
+            })
+            .await;
+            Ok(serde_json::to_value(response)?)
+        }
+    }))
+    .await
+}

@@ -1,0 +1,89 @@
+//! Configuration from environment variables, each name defined once here or in
+//! `kiln_store_aws::AwsConfig` (`infra/check_names.py` checks the SAM template sets them).
+
+use kiln_core::system::Ports;
+use kiln_core::tokens::TokenSigner;
+use kiln_store_aws::{AwsConfig, Clients, connect};
+
+/// Log level (`error`, `warn`, `info`, `debug`, `trace`).
+pub const LOG: &str = "KILN_LOG";
+/// Admin bearer tokens for the HTTP API, comma-separated.
+pub const ADMIN_TOKENS: &str = "KILN_ADMIN_TOKENS";
+/// The key runner tokens are signed with (dispatch signs, the API verifies).
+pub const SIGNING_KEY: &str = "KILN_SIGNING_KEY";
+/// The API's base URL, for runners (log batches and events go over HTTP).
+pub const API_URL: &str = "KILN_API_URL";
+/// The jobs dead-letter queue (name or URL), drained by the watchdog.
+pub const JOBS_DLQ: &str = "KILN_JOBS_DLQ";
+/// Where a runner makes workspaces (default `/tmp/kiln`: Lambda's only writable place).
+pub const WORKSPACE: &str = "KILN_WORKSPACE_ROOT";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0} is not set")]
+    Missing(&'static str),
+    #[error("{0}")]
+    Connect(#[from] kiln_store_aws::ConnectError),
+}
+
+/// The settings beyond storage names.
+#[derive(Clone)]
+pub struct Settings {
+    pub admin_tokens: Vec<String>,
+    pub signer: TokenSigner,
+    pub api_url: Option<String>,
+    pub jobs_dlq: Option<String>,
+}
+
+impl Settings {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Like [`Settings::from_env`], reading variables through `var`. A signing key is
+    /// required: functions in different processes must accept each other's tokens.
+    pub fn from_lookup(var: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |k: &str| var(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let key = get(SIGNING_KEY).ok_or(ConfigError::Missing(SIGNING_KEY))?;
+        let admin_tokens = get(ADMIN_TOKENS)
+            .map(|v| v.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_string).collect())
+            .unwrap_or_default();
+        Ok(Self {
+            admin_tokens,
+            signer: TokenSigner::new(key.into_bytes()),
+            api_url: get(API_URL),
+            jobs_dlq: get(JOBS_DLQ),
+        })
+    }
+}
+
+/// The AWS adapters of every port, from `AwsConfig::from_env` and the usual AWS variables.
+pub async fn ports() -> Result<Ports, ConfigError> {
+    Ok(connect_all().await?.0)
+}
+
+/// Like [`ports`], with the SDK clients (for resources beyond the ports, like the DLQ).
+pub async fn connect_all() -> Result<(Ports, Clients), ConfigError> {
+    let b = connect(&AwsConfig::from_env()).await?;
+    let ports = Ports { state: b.state, logs: b.logs, events: b.events, dispatch: b.dispatch, jobs: b.jobs };
+    Ok((ports, b.clients))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_need_a_signing_key_and_split_tokens() {
+        assert!(matches!(Settings::from_lookup(|_| None), Err(ConfigError::Missing(SIGNING_KEY))));
+        let s = Settings::from_lookup(|k| match k {
+            SIGNING_KEY => Some("k".into()),
+            ADMIN_TOKENS => Some(" a, ,b ".into()),
+            API_URL => Some(" ".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(s.admin_tokens, ["a", "b"]);
+        assert_eq!(s.api_url, None);
+    }
+}
