@@ -3,16 +3,56 @@
 use kiln_api::auth::Auth;
 use kiln_api::client::HttpSinks;
 use kiln_api::{AppState, router};
-use kiln_core::system::{System, SystemConfig};
+use kiln_core::system::{Ports, System, SystemConfig};
 use kiln_core::tokens::TokenSigner;
 use std::path::Path;
 use std::sync::Arc;
 
-pub async fn dev(addr: &str, token: Option<String>, data_dir: &Path) -> u8 {
-    let ports = match crate::local::open(data_dir) {
+/// Where `kiln dev` keeps state, logs and queues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    /// The embedded backend in the data dir.
+    Local,
+    /// DynamoDB, S3 and SQS, configured the usual AWS way (AWS_ENDPOINT_URL, AWS_REGION,
+    /// credentials) plus KILN_TABLE, KILN_BUCKET and the KILN_*_QUEUE names.
+    Aws,
+}
+
+async fn ports(backend: Backend, data_dir: &Path) -> Result<Ports, String> {
+    let ports = match backend {
+        Backend::Local => crate::local::open(data_dir)
+            .map_err(|e| format!("cannot use data dir {}: {e}", data_dir.display()))?,
+        Backend::Aws => {
+            let config = kiln_store_aws::AwsConfig::from_env();
+            let aws = kiln_store_aws::connect(&config).await.map_err(|e| format!("AWS backend: {e}"))?;
+            Ports {
+                state: aws.state,
+                logs: aws.logs,
+                events: aws.events,
+                dispatch: aws.dispatch,
+                jobs: aws.jobs,
+            }
+        }
+    };
+    // A test switch: every message is delivered twice (on SQS too), to show that each
+    // handler is idempotent.
+    if std::env::var("KILN_TEST_REDELIVER").is_ok_and(|v| v == "1") {
+        use kiln_store::redeliver::redeliver_once;
+        return Ok(Ports {
+            events: redeliver_once(ports.events),
+            dispatch: redeliver_once(ports.dispatch),
+            jobs: redeliver_once(ports.jobs),
+            ..ports
+        });
+    }
+    Ok(ports)
+}
+
+pub async fn dev(addr: &str, token: Option<String>, data_dir: &Path, backend: Backend) -> u8 {
+    let ports = match ports(backend, data_dir).await {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("kiln: cannot use data dir {}: {e}", data_dir.display());
+            eprintln!("kiln: {e}");
             return 1;
         }
     };
@@ -44,6 +84,11 @@ pub async fn dev(addr: &str, token: Option<String>, data_dir: &Path) -> u8 {
     let base = format!("http://{local}");
     let mut config = SystemConfig::new(data_dir.join("workspaces"));
     config.signer = Some(signer.clone());
+    // How long a runner's hold on a job lasts without renewal: after a crash, the job runs
+    // again as the next attempt once both this and the message's visibility have passed.
+    if let Some(secs) = std::env::var("KILN_LEASE_SECS").ok().and_then(|v| v.parse::<u64>().ok()) {
+        config.lease = std::time::Duration::from_secs(secs.max(1));
+    }
     // Runners reach log ingest and the events route over HTTP, as they do on AWS.
     let system = System::start_with(ports.clone(), config, Arc::new(HttpSinks { base: base.clone() }));
     let app = router(AppState::new(ports, Auth::new(vec![token], signer)));

@@ -53,6 +53,9 @@ enum Command {
         token: Option<String>,
         #[arg(long, default_value = ".kiln", env = "KILN_DATA_DIR")]
         data_dir: PathBuf,
+        /// Where state, logs and queues live.
+        #[arg(long, value_enum, default_value = "local")]
+        backend: dev::Backend,
     },
     /// Submit a pipeline to a Kiln API; prints the build id.
     Submit {
@@ -192,7 +195,9 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run { file, json, data_dir, repo } => run::run(&file, json, &data_dir, &repo).await,
             Command::Validate { file, json } => run::validate(&file, json),
-            Command::Dev { addr, token, data_dir } => dev::dev(&addr, token, &data_dir).await,
+            Command::Dev { addr, token, data_dir, backend } => {
+                dev::dev(&addr, token, &data_dir, backend).await
+            }
             Command::Submit { file, repo, follow, json, api } => match api.require("submit") {
                 Ok(c) => remote::submit(&c, &file, &repo, follow, json).await,
                 Err(code) => code,

@@ -63,9 +63,9 @@ pub fn log_json(build: &Build, info: &LogInfo) -> Value {
             ("service", Some(stage), Some(service), Some(number), Some(attempt))
         }
     };
-    let path = match (stage, step) {
-        (Some(stage), Some(step)) => {
-            format!("/v1/builds/{}/logs/{}/{}", build.id, encode(stage.as_str()), step)
+    let path = match (stage, step, attempt) {
+        (Some(stage), Some(step), Some(attempt)) => {
+            format!("/v1/builds/{}/logs/{}/{}?attempt={attempt}", build.id, encode(stage.as_str()), step)
         }
         _ => format!("/v1/builds/{}/logs/init", build.id),
     };

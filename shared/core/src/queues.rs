@@ -35,13 +35,48 @@ pub enum HandleError {
     Drop(String),
 }
 
-/// Receives from `queue` until `shutdown` turns true, running `handler` on each message
-/// with at most `concurrency` at a time. Handled (or dropped) messages are deleted;
-/// a `Retry` leaves the message for redelivery.
+/// How a queue's messages may be handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    /// Each message on its own, up to the concurrency limit.
+    Any,
+    /// A received batch in order, one message after the other; a message left for retry
+    /// leaves the rest of its batch too. For FIFO queues: SQS may hand over several
+    /// messages of one group in a batch, and they must not overtake each other. Batches
+    /// run in parallel (a group's later messages stay locked while a batch holds some).
+    Fifo,
+}
+
+/// Handles one message: deletes it unless the handler asks for a retry. Returns whether
+/// it was deleted (or dropped).
+async fn handle_one<F, Fut>(name: &'static str, queue: &dyn Queue, handler: &F, msg: Received) -> bool
+where
+    F: Fn(Received) -> Fut,
+    Fut: Future<Output = Result<(), HandleError>>,
+{
+    let receipt = msg.receipt.clone();
+    match handler(msg).await {
+        Ok(()) => {}
+        Err(HandleError::Retry(why)) => {
+            tracing::warn!(queue = name, %why, "message left for redelivery");
+            return false;
+        }
+        Err(HandleError::Drop(why)) => tracing::error!(queue = name, %why, "message dropped"),
+    }
+    if let Err(e) = queue.delete(&receipt).await {
+        tracing::warn!(queue = name, error = %e, "delete failed; the message will come back");
+    }
+    true
+}
+
+/// Receives from `queue` until `shutdown` turns true, running `handler` on the messages
+/// with at most `concurrency` tasks at a time, in the given `order`. Handled (or dropped)
+/// messages are deleted; a `Retry` leaves the message for redelivery.
 pub async fn serve<F, Fut>(
     name: &'static str,
     queue: Arc<dyn Queue>,
     concurrency: usize,
+    order: Order,
     mut shutdown: watch::Receiver<bool>,
     handler: F,
 ) where
@@ -63,8 +98,9 @@ pub async fn serve<F, Fut>(
             }
             continue;
         }
+        let want = if order == Order::Fifo { 10 } else { free.min(10) };
         let batch = tokio::select! {
-            r = queue.receive(free.min(10), Duration::from_millis(500)) => r,
+            r = queue.receive(want, Duration::from_millis(500)) => r,
             _ = shutdown.changed() => continue,
         };
         let batch = match batch {
@@ -75,25 +111,30 @@ pub async fn serve<F, Fut>(
                 continue;
             }
         };
-        for msg in batch {
-            let Ok(permit) = permits.clone().acquire_owned().await else { return };
-            let (queue, handler) = (queue.clone(), handler.clone());
-            tasks.spawn(async move {
-                let receipt = msg.receipt.clone();
-                match handler(msg).await {
-                    Ok(()) => {}
-                    Err(HandleError::Retry(why)) => {
-                        tracing::warn!(queue = name, %why, "message left for redelivery");
+        match order {
+            Order::Any => {
+                for msg in batch {
+                    let Ok(permit) = permits.clone().acquire_owned().await else { return };
+                    let (queue, handler) = (queue.clone(), handler.clone());
+                    tasks.spawn(async move {
+                        handle_one(name, queue.as_ref(), handler.as_ref(), msg).await;
                         drop(permit);
-                        return;
+                    });
+                }
+            }
+            Order::Fifo if !batch.is_empty() => {
+                let Ok(permit) = permits.clone().acquire_owned().await else { return };
+                let (queue, handler) = (queue.clone(), handler.clone());
+                tasks.spawn(async move {
+                    for msg in batch {
+                        if !handle_one(name, queue.as_ref(), handler.as_ref(), msg).await {
+                            break;
+                        }
                     }
-                    Err(HandleError::Drop(why)) => tracing::error!(queue = name, %why, "message dropped"),
-                }
-                if let Err(e) = queue.delete(&receipt).await {
-                    tracing::warn!(queue = name, error = %e, "delete failed; the message will come back");
-                }
-                drop(permit);
-            });
+                    drop(permit);
+                });
+            }
+            Order::Fifo => {}
         }
         while tasks.try_join_next().is_some() {}
     }

@@ -5,7 +5,7 @@ use crate::dispatch::handle_dispatch;
 use crate::fanin::handle_event;
 use crate::ingest::Ingest;
 use crate::job::Job;
-use crate::queues::{DispatchRequest, HandleError, send_event, serve};
+use crate::queues::{DispatchRequest, HandleError, Order, send_event, serve};
 use crate::runner::{RunnerConfig, RunnerCtx, run_job};
 use crate::sinks::{EventSink, LogSink, SinkError};
 use crate::submit::{SubmitError, submit};
@@ -116,24 +116,38 @@ impl System {
 
         let (state, dispatch) = (ports.state.clone(), ports.dispatch.clone());
         // Events of one build arrive one at a time (FIFO groups); builds go in parallel.
-        tasks.spawn(serve("events", ports.events.clone(), 8, rx.clone(), move |msg: Received| {
-            let (state, dispatch) = (state.clone(), dispatch.clone());
-            async move {
-                let event: CloudEvent = serde_json::from_str(&msg.body)
-                    .map_err(|e| HandleError::Drop(format!("bad event: {e}")))?;
-                handle_event(state.as_ref(), dispatch.as_ref(), &event).await
-            }
-        }));
+        tasks.spawn(serve(
+            "events",
+            ports.events.clone(),
+            8,
+            Order::Fifo,
+            rx.clone(),
+            move |msg: Received| {
+                let (state, dispatch) = (state.clone(), dispatch.clone());
+                async move {
+                    let event: CloudEvent = serde_json::from_str(&msg.body)
+                        .map_err(|e| HandleError::Drop(format!("bad event: {e}")))?;
+                    handle_event(state.as_ref(), dispatch.as_ref(), &event).await
+                }
+            },
+        ));
 
         let (state, jobs, signer) = (ports.state.clone(), ports.jobs.clone(), config.signer.clone());
-        tasks.spawn(serve("dispatch", ports.dispatch.clone(), 4, rx.clone(), move |msg: Received| {
-            let (state, jobs, signer) = (state.clone(), jobs.clone(), signer.clone());
-            async move {
-                let req: DispatchRequest = serde_json::from_str(&msg.body)
-                    .map_err(|e| HandleError::Drop(format!("bad dispatch request: {e}")))?;
-                handle_dispatch(state.as_ref(), jobs.as_ref(), signer.as_ref(), &req).await
-            }
-        }));
+        tasks.spawn(serve(
+            "dispatch",
+            ports.dispatch.clone(),
+            4,
+            Order::Any,
+            rx.clone(),
+            move |msg: Received| {
+                let (state, jobs, signer) = (state.clone(), jobs.clone(), signer.clone());
+                async move {
+                    let req: DispatchRequest = serde_json::from_str(&msg.body)
+                        .map_err(|e| HandleError::Drop(format!("bad dispatch request: {e}")))?;
+                    handle_dispatch(state.as_ref(), jobs.as_ref(), signer.as_ref(), &req).await
+                }
+            },
+        ));
 
         let worker = Arc::new(JobWorker {
             state: ports.state.clone(),
@@ -141,10 +155,17 @@ impl System {
             sinks,
             config: config.clone(),
         });
-        tasks.spawn(serve("jobs", ports.jobs.clone(), config.runner_slots, rx, move |msg: Received| {
-            let worker = worker.clone();
-            async move { worker.handle(msg).await }
-        }));
+        tasks.spawn(serve(
+            "jobs",
+            ports.jobs.clone(),
+            config.runner_slots,
+            Order::Any,
+            rx,
+            move |msg: Received| {
+                let worker = worker.clone();
+                async move { worker.handle(msg).await }
+            },
+        ));
 
         Self { ports, shutdown, tasks }
     }

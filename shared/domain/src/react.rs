@@ -315,6 +315,34 @@ impl Reactor {
                 if self.b.status != Status::Running {
                     return self.refuse(format!("stage {stage} started but the build is {}", self.b.status));
                 }
+                let retry = self
+                    .b
+                    .stage(stage.as_str())
+                    .filter(|s| s.status == Status::Running && attempt.is_some_and(|a| a > s.attempt));
+                if let Some(s) = retry {
+                    // The runner of the earlier attempt was lost: start over with this one.
+                    let steps: Vec<StepName> = s
+                        .steps
+                        .iter()
+                        .filter(|t| t.status != Status::Pending)
+                        .map(|t| t.name.clone())
+                        .collect();
+                    let reason = Some(format!(
+                        "attempt {} after the runner of attempt {} was lost",
+                        attempt.unwrap_or(0),
+                        s.attempt
+                    ));
+                    self.go(
+                        Target::Stage { stage: stage.clone() },
+                        Status::Running,
+                        Patch { attempt, reason, ..Patch::default() },
+                    );
+                    for step in steps {
+                        let target = Target::Step { stage: stage.clone(), step };
+                        self.go(target, Status::Pending, Patch { attempt, ..Patch::default() });
+                    }
+                    return;
+                }
                 self.go(Target::Stage { stage }, Status::Running, Patch { attempt, ..Patch::default() });
             }
             types::STEP_STARTED => {
@@ -1109,5 +1137,40 @@ mod tests {
         assert_eq!(b.status, Status::Succeeded, "event-triggered stages do not hold the build open");
         let (_, r) = step(&b, "ping", json!({}));
         assert!(r.new_stages.is_empty());
+    }
+
+    #[test]
+    fn a_later_attempt_restarts_a_stage_whose_runner_was_lost() {
+        let b = new_build(plan(&[("a", &[], 2)]));
+        let (b, _) = step(&b, types::STAGE_STARTED, json!({"stage": "a", "attempt": 1}));
+        let (b, _) = step(&b, types::STEP_STARTED, json!({"stage": "a", "step": "s0", "attempt": 1}));
+        let (b, _) =
+            step(&b, types::STEP_FINISHED, json!({"stage": "a", "step": "s0", "attempt": 1, "exit_code": 0}));
+        let (b, _) = step(&b, types::STEP_STARTED, json!({"stage": "a", "step": "s1", "attempt": 1}));
+        // the runner dies; attempt 2 starts over
+        let (b, r) = step(&b, types::STAGE_STARTED, json!({"stage": "a", "attempt": 2}));
+        assert!(r.refused.is_empty(), "{:?}", r.refused);
+        let a = b.stage("a").unwrap();
+        assert_eq!((a.status, a.attempt), (Status::Running, 2));
+        assert!(a.steps.iter().all(|s| s.status == Status::Pending));
+        // attempt 1's late reports are stale; attempt 2's apply
+        let (b, r) =
+            step(&b, types::STEP_FINISHED, json!({"stage": "a", "step": "s1", "attempt": 1, "exit_code": 0}));
+        assert!(r.transitions.is_empty());
+        let mut b = b;
+        for s in ["s0", "s1"] {
+            b = step(&b, types::STEP_STARTED, json!({"stage": "a", "step": s, "attempt": 2})).0;
+            b = step(
+                &b,
+                types::STEP_FINISHED,
+                json!({"stage": "a", "step": s, "attempt": 2, "exit_code": 0}),
+            )
+            .0;
+        }
+        let (b, _) = step(&b, types::STAGE_FINISHED, json!({"stage": "a", "attempt": 2}));
+        assert_eq!(b.status, Status::Succeeded);
+        // an older attempt number never restarts it
+        let (_, r) = step(&b, types::STAGE_STARTED, json!({"stage": "a", "attempt": 1}));
+        assert!(r.transitions.is_empty());
     }
 }

@@ -127,6 +127,28 @@ impl Build {
         }
     }
 
+    /// The one exception to "terminal states never change": when a stage's runner was
+    /// lost and its job runs again as a later attempt, the running stage takes the new
+    /// attempt number and its steps go back to pending. What the earlier attempt did
+    /// stays in the history (and its logs, kept per attempt).
+    fn is_retry(&self, t: &Transition) -> bool {
+        let Some(attempt) = t.patch.attempt else { return false };
+        match &t.target {
+            Target::Stage { stage } => {
+                t.from == Status::Running
+                    && t.to == Status::Running
+                    && self.stage(stage.as_str()).is_some_and(|s| attempt > s.attempt)
+            }
+            Target::Step { stage, .. } => {
+                t.to == Status::Pending
+                    && self
+                        .stage(stage.as_str())
+                        .is_some_and(|s| s.status == Status::Running && s.attempt == attempt)
+            }
+            Target::Build => false,
+        }
+    }
+
     /// Applies one transition in memory: checks that the entity is in `from` and that
     /// `from → to` is legal. Both backends use this, so they refuse the same things.
     pub fn apply(&mut self, t: &Transition) -> Result<(), TransitionError> {
@@ -138,11 +160,13 @@ impl Build {
                 actual: current,
             });
         }
-        t.from.transition(t.to).map_err(|e| TransitionError::Illegal {
-            target: t.target.clone(),
-            from: e.from,
-            to: e.to,
-        })?;
+        if !self.is_retry(t) {
+            t.from.transition(t.to).map_err(|e| TransitionError::Illegal {
+                target: t.target.clone(),
+                from: e.from,
+                to: e.to,
+            })?;
+        }
         let p = &t.patch;
         match &t.target {
             Target::Build => {

@@ -5,5 +5,6 @@
 pub mod contract;
 pub mod local;
 mod ports;
+pub mod redeliver;
 
 pub use ports::*;

@@ -1,0 +1,283 @@
+//! `kiln dev --backend aws` on LocalStack: the examples end as they do locally with their
+//! logs byte-exact in S3; redelivering every SQS message changes nothing; a runner killed
+//! mid-step leaves its job to attempt 2 with the logs of both attempts kept apart.
+//!
+//! Needs LocalStack with the seeded resources (`scripts/test.sh` starts it and sets
+//! KILN_LOCALSTACK=1); without that switch these tests say so and pass nothing.
+
+mod common;
+use common::{Scratch, repo_root};
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const TOKEN: &str = "aws-test-token";
+/// Every `kiln dev` here shares the queues, so any of them may run any job: they share
+/// the key that signs runner tokens too.
+const SIGNING_KEY: &str = "aws-test-signing-key";
+/// LocalStack is one machine's worth of resources: one test at a time.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A private set of table, bucket and queues (`localstack/seed.sh` under a prefix of its
+/// own), so nothing else using LocalStack can take this test's messages.
+fn private_resources(name: &str) -> Vec<(String, String)> {
+    let prefix = format!("kt{}-{name}", std::process::id());
+    let out = Command::new(repo_root().join("localstack/seed.sh"))
+        .env("KILN_PREFIX", &prefix)
+        .output()
+        .expect("run localstack/seed.sh");
+    assert!(out.status.success(), "seed: {}", String::from_utf8_lossy(&out.stderr));
+    [
+        ("KILN_TABLE", format!("{prefix}-state")),
+        ("KILN_BUCKET", format!("{prefix}-logs")),
+        ("KILN_JOBS_QUEUE", format!("{prefix}-jobs")),
+        ("KILN_DISPATCH_QUEUE", format!("{prefix}-dispatch")),
+        ("KILN_EVENTS_QUEUE", format!("{prefix}-events.fifo")),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+fn localstack() -> bool {
+    let on = std::env::var("KILN_LOCALSTACK").is_ok_and(|v| v == "1");
+    if !on {
+        eprintln!("KILN_LOCALSTACK is not 1: skipping (scripts/test.sh starts LocalStack and sets it)");
+    }
+    on
+}
+
+struct Dev {
+    child: Child,
+    url: String,
+    http: reqwest::Client,
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Dev {
+    fn start(s: &Scratch, resources: &[(String, String)], env: &[(&str, &str)]) -> Dev {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
+        cmd.args(["dev", "--backend", "aws", "--addr", "127.0.0.1:0", "--data-dir"])
+            .arg(s.data_dir())
+            .env("KILN_TOKEN", TOKEN)
+            .env("KILN_SIGNING_KEY", SIGNING_KEY)
+            .stdout(Stdio::piped());
+        for (k, v) in resources {
+            cmd.env(k, v);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let url = line
+            .split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .unwrap_or_else(|| panic!("{line:?}"))
+            .to_string();
+        Dev { child, url, http: reqwest::Client::new() }
+    }
+
+    async fn get(&self, path: &str) -> reqwest::Response {
+        self.http.get(format!("{}{path}", self.url)).bearer_auth(TOKEN).send().await.unwrap()
+    }
+
+    async fn submit(&self, yaml: &[u8]) -> String {
+        let r = self
+            .http
+            .post(format!("{}/v1/repos/aws/tests/builds", self.url))
+            .bearer_auth(TOKEN)
+            .body(yaml.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string()
+    }
+
+    async fn build(&self, id: &str) -> Value {
+        self.get(&format!("/v1/builds/{id}")).await.json().await.unwrap()
+    }
+
+    async fn until(&self, id: &str, what: &str, limit: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+        let started = Instant::now();
+        loop {
+            let b = self.build(id).await;
+            if pred(&b) {
+                return b;
+            }
+            assert!(started.elapsed() < limit, "timed out waiting for {what}: {b:#}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn ended(&self, id: &str) -> Value {
+        self.until(id, "the build to end", Duration::from_secs(90), |b| {
+            !matches!(b["status"].as_str(), Some("pending" | "running"))
+                && b["stages"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|s| !matches!(s["status"].as_str(), Some("pending" | "running")))
+        })
+        .await
+    }
+
+    /// Every log of a build, as `(name key, bytes)`.
+    async fn logs(&self, id: &str) -> Vec<(String, Vec<u8>)> {
+        let list: Value = self.get(&format!("/v1/builds/{id}/logs")).await.json().await.unwrap();
+        let mut out = Vec::new();
+        for l in list["logs"].as_array().unwrap() {
+            if l["kind"] == "init" {
+                continue; // setup output names runners and paths
+            }
+            let bytes = self
+                .get(&format!("{}&max=67108864", l["url"].as_str().unwrap()))
+                .await
+                .bytes()
+                .await
+                .unwrap();
+            out.push((l["key"].as_str().unwrap().to_string(), bytes.to_vec()));
+        }
+        out
+    }
+}
+
+/// Statuses, exit codes and step logs of a finished build, with ids and paths masked.
+async fn outcome(dev: &Dev, doc: &Value) -> Vec<String> {
+    let id = doc["id"].as_str().unwrap();
+    let mut v = vec![format!("build {}", doc["status"])];
+    for s in doc["stages"].as_array().unwrap() {
+        v.push(format!("{} {} attempt {}", s["name"], s["status"], s["attempt"]));
+        for t in s["steps"].as_array().unwrap() {
+            v.push(format!("  {} {} {}", t["name"], t["status"], t["exit_code"]));
+        }
+    }
+    for (key, bytes) in dev.logs(id).await {
+        let text = String::from_utf8_lossy(&bytes).replace(id, "<build>");
+        let text = text.split("/workspaces/").next().unwrap_or_default().to_string();
+        v.push(format!("log {key}: {text}"));
+    }
+    v
+}
+
+/// The same outcome from `kiln run` on the embedded backend.
+fn local_outcome(file: &std::path::Path) -> (i32, Value) {
+    Scratch::new().run_json(file, &[])
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn examples_end_as_they_do_locally_with_logs_byte_exact_in_s3() {
+    if !localstack() {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().await;
+    let s = Scratch::new();
+    let dev = Dev::start(&s, &private_resources("examples"), &[]);
+    for example in ["examples/hello.yml", "examples/dag.yml", "examples/service.yml"] {
+        let file = repo_root().join(example);
+        let id = dev.submit(&std::fs::read(&file).unwrap()).await;
+        let aws = dev.ended(&id).await;
+        let (_, local) = local_outcome(&file);
+        assert_eq!(aws["status"], local["status"], "{example}");
+        let statuses = |d: &Value| common::step_statuses(d);
+        assert_eq!(statuses(&aws), statuses(&local), "{example}");
+        // byte-exact: the log read back from S3 is what the step printed
+        if example.ends_with("dag.yml") {
+            let log = dev.get(&format!("/v1/builds/{id}/logs/integration/test")).await.bytes().await.unwrap();
+            assert_eq!(&log[..], b"integration: 1 failed\n");
+        }
+    }
+    // a step's exact bytes, invalid UTF-8 and no final newline included, through S3
+    let id = dev.submit(b"version: \"1\"\nsteps:\n  - name: b\n    commands: [\"printf 'caf\\\\303\\\\251 \\\\377 x\\\\r\\\\nend'; seq 1 20000\"]\n").await;
+    assert_eq!(dev.ended(&id).await["status"], "succeeded");
+    let mut expected = b"caf\xc3\xa9 \xff x\r\nend".to_vec();
+    for i in 1..=20000 {
+        expected.extend_from_slice(format!("{i}\n").as_bytes());
+    }
+    let got = dev.get(&format!("/v1/builds/{id}/logs/default/b?max=67108864")).await.bytes().await.unwrap();
+    assert!(got[..] == expected[..], "log differs: {} vs {} bytes", got.len(), expected.len());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redelivering_every_sqs_message_changes_nothing() {
+    if !localstack() {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().await;
+    let file = repo_root().join("examples/dag.yml");
+    let yaml = std::fs::read(&file).unwrap();
+    let (plain, twice) = (Scratch::new(), Scratch::new());
+    let resources = private_resources("redeliver");
+    let a = {
+        let dev = Dev::start(&plain, &resources, &[]);
+        let id = dev.submit(&yaml).await;
+        let doc = dev.ended(&id).await;
+        outcome(&dev, &doc).await
+    };
+    let b = {
+        let dev = Dev::start(&twice, &resources, &[("KILN_TEST_REDELIVER", "1")]);
+        let id = dev.submit(&yaml).await;
+        let doc = dev.ended(&id).await;
+        // each event of the history once
+        let page: Value = dev.get(&format!("/v1/builds/{id}/events?limit=1000")).await.json().await.unwrap();
+        let mut ids: Vec<String> =
+            page["events"].as_array().unwrap().iter().map(|e| e["event"]["id"].to_string()).collect();
+        let n = ids.len();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), n, "an event was applied twice");
+        outcome(&dev, &doc).await
+    };
+    assert_eq!(a, b);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_runner_killed_mid_step_leaves_the_job_to_attempt_two() {
+    if !localstack() {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().await;
+    let s = Scratch::new();
+    let lease = [("KILN_LEASE_SECS", "3")];
+    let resources = private_resources("attempt");
+    let first = Dev::start(&s, &resources, &lease);
+    let id = first
+        .submit(
+            br#"version: "1"
+steps:
+  - name: one
+    commands: ["echo one"]
+  - name: two
+    commands: ['echo "attempt $KILN_ATTEMPT"', "sleep 4", "echo done"]
+"#,
+        )
+        .await;
+    first
+        .until(&id, "step two to run", Duration::from_secs(60), |b| {
+            b["stages"][0]["steps"][1]["status"] == "running"
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await; // let its first line reach S3
+    drop(first); // SIGKILL: the runner is gone mid-step, without a word
+    let second = Dev::start(&s, &resources, &lease);
+    let b = second.ended(&id).await;
+    assert_eq!(b["status"], "succeeded", "{b:#}");
+    assert_eq!(b["stages"][0]["attempt"], 2, "{b:#}");
+    let logs: std::collections::BTreeMap<String, Vec<u8>> = second.logs(&id).await.into_iter().collect();
+    let log = |key: &str| {
+        String::from_utf8_lossy(logs.get(key).unwrap_or_else(|| panic!("no {key}: {:?}", logs.keys())))
+            .to_string()
+    };
+    assert_eq!(log("step/0002/default/two/1"), "attempt 1\n", "attempt 1's log is kept apart");
+    assert_eq!(log("step/0002/default/two/2"), "attempt 2\ndone\n");
+    assert_eq!(log("step/0001/default/one/2"), "one\n", "no line lost or doubled");
+}
