@@ -281,3 +281,44 @@ steps:
     assert_eq!(log("step/0002/default/two/2"), "attempt 2\ndone\n");
     assert_eq!(log("step/0001/default/one/2"), "one\n", "no line lost or doubled");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_that_kills_every_runner_is_dead_lettered_and_fails_its_build() {
+    if !localstack() {
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().await;
+    let s = Scratch::new();
+    let mut resources = private_resources("poison");
+    let dlq =
+        resources.iter().find(|(k, _)| k == "KILN_JOBS_QUEUE").map(|(_, v)| format!("{v}-dlq")).unwrap();
+    resources.push(("KILN_JOBS_DLQ".into(), dlq));
+    let env = [("KILN_LEASE_SECS", "2")];
+    let mut dev = Dev::start(&s, &resources, &env);
+    // The step kills the process running it (its parent): a poison job for any runner.
+    let id =
+        dev.submit(b"version: \"1\"\nsteps:\n  - name: crash\n    commands: [\"kill -9 $PPID\"]\n").await;
+    let started = Instant::now();
+    let mut runners = 1;
+    let build = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the poison job never reached the dead-letter queue"
+        );
+        if dev.child.try_wait().unwrap().is_some() {
+            // Like a supervisor would: a new runner process after each crash.
+            dev = Dev::start(&s, &resources, &env);
+            runners += 1;
+            continue;
+        }
+        let b = dev.build(&id).await;
+        if b["status"] != "running" && b["status"] != "pending" {
+            break b;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(build["status"], "failed", "{build:#}");
+    let reason = build["stages"][0]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("dead-lettered"), "{build:#}");
+    assert!(runners >= 3, "the queue's maxReceiveCount is 3: {runners} runner(s) ran it");
+}

@@ -5,6 +5,7 @@ use kiln_api::client::HttpSinks;
 use kiln_api::{AppState, router};
 use kiln_core::system::{Ports, System, SystemConfig};
 use kiln_core::tokens::TokenSigner;
+use kiln_store::Queue;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -18,38 +19,65 @@ pub enum Backend {
     Aws,
 }
 
-async fn ports(backend: Backend, data_dir: &Path) -> Result<Ports, String> {
-    let ports = match backend {
-        Backend::Local => crate::local::open(data_dir)
-            .map_err(|e| format!("cannot use data dir {}: {e}", data_dir.display()))?,
+/// The ports, and the jobs dead-letter queue when there is one to watch.
+async fn ports(backend: Backend, data_dir: &Path) -> Result<(Ports, Option<Arc<dyn Queue>>), String> {
+    let (ports, dlq) = match backend {
+        Backend::Local => {
+            let ports = crate::local::open(data_dir)
+                .map_err(|e| format!("cannot use data dir {}: {e}", data_dir.display()))?;
+            (ports, None)
+        }
         Backend::Aws => {
             let config = kiln_store_aws::AwsConfig::from_env();
             let aws = kiln_store_aws::connect(&config).await.map_err(|e| format!("AWS backend: {e}"))?;
-            Ports {
+            let dlq: Option<Arc<dyn Queue>> = match std::env::var("KILN_JOBS_DLQ") {
+                Ok(name) if !name.is_empty() => Some(Arc::new(
+                    kiln_store_aws::SqsQueue::connect(aws.clients.sqs.clone(), name)
+                        .await
+                        .map_err(|e| format!("jobs dead-letter queue: {e}"))?,
+                )),
+                _ => None,
+            };
+            let ports = Ports {
                 state: aws.state,
                 logs: aws.logs,
                 events: aws.events,
                 dispatch: aws.dispatch,
                 jobs: aws.jobs,
-            }
+            };
+            (ports, dlq)
         }
     };
     // A test switch: every message is delivered twice (on SQS too), to show that each
     // handler is idempotent.
     if std::env::var("KILN_TEST_REDELIVER").is_ok_and(|v| v == "1") {
         use kiln_store::redeliver::redeliver_once;
-        return Ok(Ports {
+        let ports = Ports {
             events: redeliver_once(ports.events),
             dispatch: redeliver_once(ports.dispatch),
             jobs: redeliver_once(ports.jobs),
             ..ports
-        });
+        };
+        return Ok((ports, dlq));
     }
-    Ok(ports)
+    Ok((ports, dlq))
+}
+
+/// Every few seconds, reports the jobs that were dead-lettered (a job that keeps killing
+/// its runner ends there after the queue's maxReceiveCount) as failed.
+async fn watch_dead_jobs(dlq: Arc<dyn Queue>, events: Arc<dyn Queue>) {
+    loop {
+        match kiln_core::watchdog::drain(dlq.as_ref(), events.as_ref()).await {
+            Ok(0) => {}
+            Ok(n) => eprintln!("kiln dev: {n} dead-lettered job(s) reported as failed"),
+            Err(e) => tracing::warn!(error = %e, "watchdog failed"),
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    }
 }
 
 pub async fn dev(addr: &str, token: Option<String>, data_dir: &Path, backend: Backend) -> u8 {
-    let ports = match ports(backend, data_dir).await {
+    let (ports, dlq) = match ports(backend, data_dir).await {
         Ok(p) => p,
         Err(e) => {
             eprintln!("kiln: {e}");
@@ -91,9 +119,13 @@ pub async fn dev(addr: &str, token: Option<String>, data_dir: &Path, backend: Ba
     }
     // Runners reach log ingest and the events route over HTTP, as they do on AWS.
     let system = System::start_with(ports.clone(), config, Arc::new(HttpSinks { base: base.clone() }));
+    let watchdog = dlq.map(|dlq| tokio::spawn(watch_dead_jobs(dlq, ports.events.clone())));
     let app = router(AppState::new(ports, Auth::new(vec![token], signer)));
     println!("kiln dev: listening on {base} (data in {})", data_dir.display());
     let served = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await;
+    if let Some(w) = watchdog {
+        w.abort();
+    }
     // Jobs still running cannot report any more; give them a moment, then leave (their
     // steps' process groups are killed as the runtime drops them).
     if tokio::time::timeout(std::time::Duration::from_secs(3), system.stop()).await.is_err() {

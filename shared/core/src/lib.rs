@@ -13,3 +13,4 @@ pub mod sinks;
 pub mod submit;
 pub mod system;
 pub mod tokens;
+pub mod watchdog;

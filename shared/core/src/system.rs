@@ -229,6 +229,11 @@ impl JobWorker {
                 return Ok(());
             }
         };
+        // The message stays hidden as long as the lease runs, not the queue's default: if
+        // this runner dies, the job comes back as soon as another may take it over.
+        if let Err(e) = self.jobs.extend(&msg.receipt, self.config.lease).await {
+            tracing::warn!(build = %job.build, stage = %job.stage, error = %e, "visibility extension failed");
+        }
         let (logs, events) = self.sinks.sinks(&job);
         if job.deadline_ms.is_some_and(|d| kiln_domain::event::now_ms() >= d) {
             let failed = CloudEvent::new(

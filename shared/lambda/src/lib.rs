@@ -5,7 +5,7 @@
 
 pub mod batch;
 pub mod env;
-pub mod watchdog;
+pub use kiln_core::watchdog;
 
 pub use lambda_runtime::Error;
 

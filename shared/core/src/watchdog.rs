@@ -4,8 +4,8 @@
 //! reports each dead job as `job-failed`, so the fan-in fails its stage and the build ends
 //! instead of waiting forever.
 
-use kiln_core::job::Job;
-use kiln_core::queues::send_event;
+use crate::job::Job;
+use crate::queues::send_event;
 use kiln_domain::event::{CloudEvent, types};
 use kiln_store::{Queue, QueueError};
 use serde_json::json;
@@ -28,8 +28,6 @@ pub async fn drain(dlq: &dyn Queue, events: &dyn Queue) -> Result<usize, QueueEr
             seen += 1;
             match serde_json::from_str::<Job>(&msg.body) {
                 Ok(job) => {
-                    let _span =
-                        tracing::info_span!("dead_job", build = %job.build, stage = %job.stage).entered();
                     let e = CloudEvent::new(
                         types::JOB_FAILED,
                         "kiln://watchdog",
@@ -45,7 +43,7 @@ pub async fn drain(dlq: &dyn Queue, events: &dyn Queue) -> Result<usize, QueueEr
                     // Reported before the delete: a crash in between reports twice, and
                     // the fan-in refuses the second (the stage has ended).
                     send_event(events, &e).await?;
-                    tracing::warn!("dead job reported as failed");
+                    tracing::warn!(build = %job.build, stage = %job.stage, "dead job reported as failed");
                     reported += 1;
                 }
                 Err(e) => tracing::error!(error = %e, "not a job on the jobs DLQ; deleted"),
