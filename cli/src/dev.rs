@@ -52,10 +52,14 @@ async fn ports(backend: Backend, data_dir: &Path) -> Result<(Ports, Option<Arc<d
     // handler is idempotent.
     if std::env::var("KILN_TEST_REDELIVER").is_ok_and(|v| v == "1") {
         use kiln_store::redeliver::redeliver_once;
+        // Events are grouped by build; the other queues are not FIFO.
+        fn build_of(body: &str) -> Option<String> {
+            serde_json::from_str::<serde_json::Value>(body).ok()?["kilnbuild"].as_str().map(str::to_string)
+        }
         let ports = Ports {
-            events: redeliver_once(ports.events),
-            dispatch: redeliver_once(ports.dispatch),
-            jobs: redeliver_once(ports.jobs),
+            events: redeliver_once(ports.events, build_of),
+            dispatch: redeliver_once(ports.dispatch, |_| None),
+            jobs: redeliver_once(ports.jobs, |_| None),
             ..ports
         };
         return Ok((ports, dlq));
