@@ -491,3 +491,42 @@ async fn a_process_that_leaves_the_group_does_not_hang_the_step() {
     assert!(mem.completed().contains(&step_key("t", "escape", 1)));
     assert!(mem.init_text().contains("[t/escape] output still open"), "{}", mem.init_text());
 }
+
+/// A line after a quiet second goes out at once; a busy stream still gets at most one
+/// write per flush interval.
+#[tokio::test(flavor = "multi_thread")]
+async fn lone_lines_go_out_at_once_and_busy_streams_once_per_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let mem = Mem::new();
+    let job = job(
+        "t",
+        vec![step(
+            "s",
+            1,
+            &["sleep 1.3", "echo lone", "sleep 1.3", "for i in $(seq 30); do echo $i; sleep 0.05; done"],
+        )],
+    );
+    let (ctx, _c) = ctx(&mem, config(dir.path()));
+    let t0 = Instant::now();
+    run_job(&job, 1, &ctx).await.unwrap();
+    let key = step_key("t", "s", 1);
+    let puts: Vec<Instant> = mem
+        .recs()
+        .iter()
+        .filter_map(|r| match r {
+            Rec::Put { stream, at, failed: false, .. } if *stream == key => Some(*at),
+            _ => None,
+        })
+        .collect();
+    // "lone" was printed about 1.3 s in: it is not held for the next 1-second tick
+    let first = puts[0] - t0;
+    assert!(first < Duration::from_millis(1900), "lone line stored after {first:?}");
+    // (the last write is the stream's end, which goes out at once)
+    for w in puts[..puts.len() - 1].windows(2) {
+        assert!(w[1] - w[0] >= Duration::from_millis(900), "two writes {:?} apart", w[1] - w[0]);
+    }
+    assert_eq!(
+        mem.log_str(&key),
+        format!("lone\n{}", (1..=30).map(|i| format!("{i}\n")).collect::<String>())
+    );
+}

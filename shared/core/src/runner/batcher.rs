@@ -139,6 +139,8 @@ struct Batcher {
     offset: u64,
     /// A batch could not be stored: the rest of the stream is dropped.
     broken: bool,
+    /// When the last batch went out.
+    last_put: Option<Instant>,
     events_sent: usize,
     events: Vec<CloudEvent>,
     warnings: Vec<String>,
@@ -161,6 +163,7 @@ impl Batcher {
             partial_since: None,
             offset: 0,
             broken: false,
+            last_put: None,
             events_sent: 0,
             events: Vec::new(),
             warnings: Vec::new(),
@@ -180,6 +183,13 @@ impl Batcher {
                         self.drain_pending().await;
                         while self.buf.len() >= self.max {
                             self.flush_limit().await;
+                        }
+                        // Output after a quiet interval goes out at once; the next batch then
+                        // waits a full interval again, so a stream still costs at most one
+                        // write per interval, and a lone line is not held for up to a second.
+                        if self.line_start > 0 && self.last_put.is_none_or(|t| t.elapsed() >= self.interval) {
+                            self.send(self.line_start).await;
+                            tick.reset();
                         }
                     }
                     None => break,
@@ -395,6 +405,7 @@ impl Batcher {
         if self.broken {
             return;
         }
+        self.last_put = Some(Instant::now());
         let masked = {
             let m = self.shared.masker.read().unwrap_or_else(|e| e.into_inner());
             match m.mask(&data) {
