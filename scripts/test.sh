@@ -37,6 +37,13 @@ echo "== functions"
 # API Gateway v2 and SQS payloads, against the LocalStack started above.
 functions/test_invoke.sh
 
+echo "== bridge"
+# A whole build through the Lambda binaries on the template's own resources: the stateful part
+# of infra/template.yaml deployed to LocalStack through CloudFormation (private prefix, deleted
+# after), an event-source bridge driving compile -> event-fanin -> dispatch -> runner (-> log-ingest
+# / api), and the outcome compared with `kiln run`.
+functions/test_bridge.sh
+
 echo "== tests"
 mkdir -p target
 cargo test --workspace --locked 2>&1 | tee target/test-output.log
