@@ -9,6 +9,72 @@
 //!
 //! Entry points: [`state_suite`], [`log_suite`], [`queue_suite`], or each check alone.
 
+/// Calls the macro `$m` with the name of every state store check, so each adapter's test file
+/// runs them all without listing them again.
+#[macro_export]
+macro_rules! for_each_state_check {
+    ($m:ident) => {
+        $m!(
+            state_create_get,
+            state_create_twice_already_exists,
+            state_unknown_build,
+            state_list_newest_first,
+            state_commit_numbers_events,
+            state_duplicate_event_is_noop,
+            state_empty_event_id_is_not_deduplicated,
+            state_refused_commit_changes_nothing,
+            state_new_stages,
+            state_concurrent_commits,
+            state_mark_dispatched_once,
+            state_claim_job,
+            state_claim_finished,
+            catalog_round_trip,
+            catalog_stale_write_refused,
+            catalog_duplicate_event_writes_once,
+            catalog_concurrent_writes,
+            catalog_list,
+        );
+    };
+}
+
+/// Calls the macro `$m` with the name of every log store check, so each adapter's test file
+/// runs them all without listing them again.
+#[macro_export]
+macro_rules! for_each_log_check {
+    ($m:ident) => {
+        $m!(
+            logs_put_read_round_trip,
+            logs_retry_is_idempotent,
+            logs_conflict,
+            logs_gap,
+            logs_read_from_offset,
+            logs_unknown_stream_not_found,
+            logs_complete,
+            logs_complete_empty_stream,
+            logs_list_order,
+            logs_init_append_batches,
+            logs_large_stream,
+            logs_binary_bytes,
+        );
+    };
+}
+
+/// Calls the macro `$m` with the name of every queue check, so each adapter's test file
+/// runs them all without listing them again.
+#[macro_export]
+macro_rules! for_each_queue_check {
+    ($m:ident) => {
+        $m!(
+            queue_send_receive_delete,
+            queue_long_poll_wakes_on_send,
+            queue_redelivery_after_visibility_timeout,
+            queue_extend,
+            queue_fifo_order_one_in_flight_per_group,
+            queue_fifo_dedup,
+        );
+    };
+}
+
 use crate::{
     Claim, Commit, CommitOutcome, LogError, LogStore, OutMessage, Queue, QueueError, Received, StateStore,
     StoreError,
