@@ -1,5 +1,6 @@
 //! The embedded backend in a data dir, and the commands that read it.
 
+use crate::lines::StreamTail;
 use crate::render;
 use kiln_core::system::Ports;
 use kiln_domain::BuildId;
@@ -37,15 +38,7 @@ pub fn open(data_dir: &Path) -> std::io::Result<Ports> {
 /// Follows every log stream of a build, yielding whole lines labelled `stage/step`.
 #[derive(Default)]
 pub struct Tail {
-    streams: HashMap<String, TailState>,
-}
-
-#[derive(Default)]
-struct TailState {
-    offset: u64,
-    partial: Vec<u8>,
-    /// Read to its end and flushed: nothing more will come.
-    done: bool,
+    streams: HashMap<String, StreamTail>,
 }
 
 impl Tail {
@@ -67,27 +60,17 @@ impl Tail {
                 continue;
             }
             let label = info.stream.display_name();
+            let mut emit = |line: &[u8]| emit(&label, line);
             let mut complete = false;
             while let Ok(r) = logs.read(build, &info.stream, st.offset, 1 << 20).await {
-                st.offset = r.next_offset;
-                st.partial.extend_from_slice(&r.bytes);
-                let mut start = 0;
-                while let Some(i) = st.partial[start..].iter().position(|&c| c == b'\n') {
-                    emit(&label, &st.partial[start..start + i]);
-                    start += i + 1;
-                }
-                st.partial.drain(..start);
+                st.feed(&r.bytes, r.next_offset, &mut emit);
                 if r.bytes.is_empty() {
                     complete = r.complete;
                     break;
                 }
             }
             if complete || build_ended {
-                if !st.partial.is_empty() {
-                    emit(&label, &st.partial);
-                    st.partial.clear();
-                }
-                st.done = true;
+                st.finish(&mut emit);
             }
         }
     }

@@ -2,6 +2,7 @@
 
 mod dev;
 mod images;
+mod lines;
 mod local;
 mod remote;
 mod render;

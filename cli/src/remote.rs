@@ -1,5 +1,6 @@
 //! Client commands against a Kiln API (`--api` / `KILN_API`, with `KILN_TOKEN`).
 
+use crate::lines::{StreamTail, write_labelled};
 use crate::render;
 use kiln_api::client::{ApiClient, ClientError};
 use serde_json::{Value, json};
@@ -163,12 +164,7 @@ async fn dump_all(api: &ApiClient, id: &str) -> Result<(), ClientError> {
 /// Follows every log of a build until the build has ended, printing whole lines
 /// prefixed with `stage/step` (to stderr when stdout is for JSON).
 async fn follow_all(api: &ApiClient, id: &str, to_stderr: bool) -> Result<(), ClientError> {
-    struct Tail {
-        offset: u64,
-        partial: Vec<u8>,
-        done: bool,
-    }
-    let mut tails: BTreeMap<String, Tail> = BTreeMap::new();
+    let mut tails: BTreeMap<String, StreamTail> = BTreeMap::new();
     let mut out: Box<dyn Write> =
         if to_stderr { Box::new(std::io::stderr()) } else { Box::new(std::io::stdout().lock()) };
     loop {
@@ -181,26 +177,13 @@ async fn follow_all(api: &ApiClient, id: &str, to_stderr: bool) -> Result<(), Cl
         for l in list["logs"].as_array().cloned().unwrap_or_default() {
             let (Some(name), Some(url)) = (l["name"].as_str(), l["url"].as_str()) else { continue };
             let key = l["key"].as_str().unwrap_or(name).to_string();
-            let t = tails.entry(key).or_insert(Tail { offset: 0, partial: Vec::new(), done: false });
+            let t = tails.entry(key).or_default();
+            let mut emit = |line: &[u8]| write_labelled(out.as_mut(), name, line);
             while !t.done {
                 let page = api.read_log(url, t.offset, 0).await?;
-                t.offset = page.next_offset;
-                t.partial.extend_from_slice(&page.bytes);
-                let mut start = 0;
-                while let Some(i) = t.partial[start..].iter().position(|&c| c == b'\n') {
-                    let _ = write!(out, "{name} | ");
-                    let _ = out.write_all(&t.partial[start..start + i]);
-                    let _ = writeln!(out);
-                    start += i + 1;
-                }
-                t.partial.drain(..start);
+                t.feed(&page.bytes, page.next_offset, &mut emit);
                 if page.complete || (ended && page.bytes.is_empty()) {
-                    if !t.partial.is_empty() {
-                        let _ = write!(out, "{name} | ");
-                        let _ = out.write_all(&t.partial);
-                        let _ = writeln!(out);
-                    }
-                    t.done = true;
+                    t.finish(&mut emit);
                 }
                 if page.bytes.is_empty() {
                     break;

@@ -1,5 +1,6 @@
 //! `kiln run` and `kiln validate`.
 
+use crate::lines::write_labelled;
 use crate::local::{self, Tail};
 use crate::render;
 use kiln_core::submit::SubmitError;
@@ -136,9 +137,7 @@ pub async fn run(file: &Path, json: bool, data_dir: &Path, repo: &str) -> u8 {
                 eprint!("\r\x1b[2K");
                 cleared = true;
             }
-            let _ = write!(out, "{label} | ");
-            let _ = out.write_all(line);
-            let _ = writeln!(out);
+            write_labelled(out.as_mut(), label, line);
         })
         .await;
         let _ = out.flush();
