@@ -175,50 +175,11 @@ macro_rules! queue_checks {
     )*};
 }
 
-state_checks!(
-    state_create_get,
-    state_create_twice_already_exists,
-    state_unknown_build,
-    state_list_newest_first,
-    state_commit_numbers_events,
-    state_duplicate_event_is_noop,
-    state_empty_event_id_is_not_deduplicated,
-    state_refused_commit_changes_nothing,
-    state_new_stages,
-    state_concurrent_commits,
-    state_mark_dispatched_once,
-    state_claim_job,
-    state_claim_finished,
-    catalog_round_trip,
-    catalog_stale_write_refused,
-    catalog_duplicate_event_writes_once,
-    catalog_concurrent_writes,
-    catalog_list,
-);
+kiln_store::for_each_state_check!(state_checks);
 
-log_checks!(
-    logs_put_read_round_trip,
-    logs_retry_is_idempotent,
-    logs_conflict,
-    logs_gap,
-    logs_read_from_offset,
-    logs_unknown_stream_not_found,
-    logs_complete,
-    logs_complete_empty_stream,
-    logs_list_order,
-    logs_init_append_batches,
-    logs_large_stream,
-    logs_binary_bytes,
-);
+kiln_store::for_each_log_check!(log_checks);
 
-queue_checks!(
-    queue_send_receive_delete,
-    queue_long_poll_wakes_on_send,
-    queue_redelivery_after_visibility_timeout,
-    queue_extend,
-    queue_fifo_order_one_in_flight_per_group,
-    queue_fifo_dedup,
-);
+kiln_store::for_each_queue_check!(queue_checks);
 
 /// The whole suites on one store each, concurrently: the checks must not step on each
 /// other (one table and one bucket serve every check).
