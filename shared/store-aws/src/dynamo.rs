@@ -251,35 +251,30 @@ impl DynamoStateStore {
         Ok(Some(Loaded { build, version, last_seq, stage_versions }))
     }
 
-    async fn build_exists(&self, id: &BuildId) -> Result<bool, StoreError> {
+    /// Whether an item exists (a consistent read of its key only).
+    async fn exists(&self, pk: String, sk: String, what: &str) -> Result<bool, StoreError> {
         let out = self
             .client
             .get_item()
             .table_name(&self.table)
             .consistent_read(true)
-            .set_key(Some(key(pk(id), BUILD_SK.to_string())))
+            .set_key(Some(key(pk, sk)))
             .projection_expression("pk")
             .send()
             .await
-            .map_err(|e| sdk("get build", &e))?;
+            .map_err(|e| sdk(what, &e))?;
         Ok(out.item.is_some())
+    }
+
+    async fn build_exists(&self, id: &BuildId) -> Result<bool, StoreError> {
+        self.exists(pk(id), BUILD_SK.to_string(), "get build").await
     }
 
     async fn applied(&self, id: &BuildId, event_id: &str) -> Result<bool, StoreError> {
         if event_id.is_empty() {
             return Ok(false);
         }
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .consistent_read(true)
-            .set_key(Some(key(pk(id), applied_sk(event_id))))
-            .projection_expression("pk")
-            .send()
-            .await
-            .map_err(|e| sdk("get applied event", &e))?;
-        Ok(out.item.is_some())
+        self.exists(pk(id), applied_sk(event_id), "get applied event").await
     }
 
     fn stage_put(&self, id: &BuildId, idx: usize, st: &StageState) -> Result<TransactWriteItem, StoreError> {
@@ -743,17 +738,11 @@ impl StateStore for DynamoStateStore {
             Ok(_) => Ok(true),
             Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => {
                 // Already marked, or no such stage.
-                let out = self
-                    .client
-                    .get_item()
-                    .table_name(&self.table)
-                    .consistent_read(true)
-                    .set_key(Some(key(pk(build), stage_sk(stage))))
-                    .projection_expression("pk")
-                    .send()
-                    .await
-                    .map_err(|e| sdk("get stage", &e))?;
-                if out.item.is_some() { Ok(false) } else { Err(StoreError::NotFound(build.clone())) }
+                if self.exists(pk(build), stage_sk(stage), "get stage").await? {
+                    Ok(false)
+                } else {
+                    Err(StoreError::NotFound(build.clone()))
+                }
             }
             Err(e) => Err(sdk("mark dispatched", &e)),
         }
