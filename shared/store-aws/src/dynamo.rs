@@ -6,6 +6,7 @@ use crate::{backoff, describe};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Put, TransactWriteItem, Update};
 use kiln_domain::catalog::{CatalogWrite, ImageHistoryEntry, ImageRecord};
@@ -204,29 +205,46 @@ impl DynamoStateStore {
         &self.table
     }
 
-    /// The build item and its stage items, in one (paginated) consistent Query.
-    async fn load(&self, id: &BuildId) -> Result<Option<Loaded>, StoreError> {
+    /// Runs a Query page after page until its end or until `limit` items; each page asks
+    /// for no more than are still wanted.
+    async fn query_all(
+        &self,
+        query: QueryFluentBuilder,
+        limit: usize,
+        what: &str,
+    ) -> Result<Vec<Item>, StoreError> {
         let mut items = Vec::new();
         let mut start = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .consistent_read(true)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :b)")
-                .expression_attribute_values(":pk", s(pk(id)))
-                .expression_attribute_values(":b", s(BUILD_SK))
+        while items.len() < limit {
+            let page = i32::try_from(limit - items.len()).unwrap_or(i32::MAX).min(1000);
+            let res = query
+                .clone()
+                .limit(page)
                 .set_exclusive_start_key(start)
                 .send()
                 .await
-                .map_err(|e| sdk("query build", &e))?;
-            items.extend(out.items.unwrap_or_default());
-            start = out.last_evaluated_key;
+                .map_err(|e| sdk(what, &e))?;
+            items.extend(res.items.unwrap_or_default());
+            start = res.last_evaluated_key;
             if start.is_none() {
                 break;
             }
         }
+        items.truncate(limit);
+        Ok(items)
+    }
+
+    /// The build item and its stage items, in one (paginated) consistent Query.
+    async fn load(&self, id: &BuildId) -> Result<Option<Loaded>, StoreError> {
+        let query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .consistent_read(true)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :b)")
+            .expression_attribute_values(":pk", s(pk(id)))
+            .expression_attribute_values(":b", s(BUILD_SK));
+        let items = self.query_all(query, usize::MAX, "query build").await?;
         let Some(head) =
             items.iter().find(|i| matches!(i.get("sk"), Some(AttributeValue::S(k)) if k == BUILD_SK))
         else {
@@ -460,29 +478,16 @@ impl DynamoStateStore {
     /// Every item of partition `pk` whose sort key begins with `prefix`, parsed from its
     /// `record` attribute, in sort key order (consistent read).
     async fn query_records(&self, pk: String, prefix: &str) -> Result<Vec<ImageRecord>, StoreError> {
-        let mut out = Vec::new();
-        let mut start = None;
-        loop {
-            let res = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .consistent_read(true)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
-                .expression_attribute_values(":pk", s(pk.clone()))
-                .expression_attribute_values(":p", s(prefix))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| sdk("query image", &e))?;
-            for item in res.items.unwrap_or_default() {
-                out.push(parse::<ImageRecord>(&item, "record")?);
-            }
-            start = res.last_evaluated_key;
-            if start.is_none() {
-                return Ok(out);
-            }
-        }
+        let query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .consistent_read(true)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
+            .expression_attribute_values(":pk", s(pk))
+            .expression_attribute_values(":p", s(prefix));
+        let items = self.query_all(query, usize::MAX, "query image").await?;
+        items.iter().map(|item| parse::<ImageRecord>(item, "record")).collect()
     }
 
     /// Checks every catalog write's condition against the stored records (so a stale one
@@ -637,34 +642,17 @@ impl StateStore for DynamoStateStore {
     }
 
     async fn list_builds(&self, repo: &Repo, limit: usize) -> Result<Vec<BuildSummary>, StoreError> {
-        let mut out = Vec::new();
-        let mut start = None;
-        while out.len() < limit {
-            let page = i32::try_from(limit - out.len()).unwrap_or(i32::MAX).min(1000);
-            let res = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(GSI1)
-                .key_condition_expression("gsi1pk = :r")
-                .expression_attribute_values(":r", s(repo_key(repo)))
-                .projection_expression("summary")
-                .scan_index_forward(false)
-                .limit(page)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| sdk("list builds", &e))?;
-            for item in res.items.unwrap_or_default() {
-                out.push(parse::<BuildSummary>(&item, "summary")?);
-            }
-            start = res.last_evaluated_key;
-            if start.is_none() {
-                break;
-            }
-        }
-        out.truncate(limit);
-        Ok(out)
+        let query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(GSI1)
+            .key_condition_expression("gsi1pk = :r")
+            .expression_attribute_values(":r", s(repo_key(repo)))
+            .projection_expression("summary")
+            .scan_index_forward(false);
+        let items = self.query_all(query, limit, "list builds").await?;
+        items.iter().map(|item| parse::<BuildSummary>(item, "summary")).collect()
     }
 
     async fn commit(&self, build: &BuildId, commit: &Commit) -> Result<CommitOutcome, StoreError> {
@@ -689,33 +677,19 @@ impl StateStore for DynamoStateStore {
     ) -> Result<Vec<StoredEvent>, StoreError> {
         let mut out = Vec::new();
         if let Some(first) = after_seq.checked_add(1) {
-            let mut start = None;
-            while out.len() < limit {
-                let page = i32::try_from(limit - out.len()).unwrap_or(i32::MAX).min(1000);
-                let res = self
-                    .client
-                    .query()
-                    .table_name(&self.table)
-                    .consistent_read(true)
-                    .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
-                    .expression_attribute_values(":pk", s(pk(build)))
-                    .expression_attribute_values(":from", s(event_sk(first)))
-                    .expression_attribute_values(":to", s(event_sk(u64::MAX)))
-                    .limit(page)
-                    .set_exclusive_start_key(start)
-                    .send()
-                    .await
-                    .map_err(|e| sdk("query events", &e))?;
-                for item in res.items.unwrap_or_default() {
-                    out.push(StoredEvent { seq: get_n(&item, "seq")?, event: parse(&item, "event")? });
-                }
-                start = res.last_evaluated_key;
-                if start.is_none() {
-                    break;
-                }
+            let query = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+                .expression_attribute_values(":pk", s(pk(build)))
+                .expression_attribute_values(":from", s(event_sk(first)))
+                .expression_attribute_values(":to", s(event_sk(u64::MAX)));
+            for item in self.query_all(query, limit, "query events").await? {
+                out.push(StoredEvent { seq: get_n(&item, "seq")?, event: parse(&item, "event")? });
             }
         }
-        out.truncate(limit);
         if out.is_empty() && !self.build_exists(build).await? {
             return Err(StoreError::NotFound(build.clone()));
         }
@@ -772,30 +746,17 @@ impl StateStore for DynamoStateStore {
     }
 
     async fn list_images(&self) -> Result<Vec<ImageRecord>, StoreError> {
-        let mut out = Vec::new();
-        let mut start = None;
-        loop {
-            let res = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(GSI1)
-                .key_condition_expression("gsi1pk = :p")
-                .expression_attribute_values(":p", s(CATALOG_GSI_PK))
-                .projection_expression("#record")
-                .expression_attribute_names("#record", "record")
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| sdk("list images", &e))?;
-            for item in res.items.unwrap_or_default() {
-                out.push(parse::<ImageRecord>(&item, "record")?);
-            }
-            start = res.last_evaluated_key;
-            if start.is_none() {
-                return Ok(out);
-            }
-        }
+        let query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(GSI1)
+            .key_condition_expression("gsi1pk = :p")
+            .expression_attribute_values(":p", s(CATALOG_GSI_PK))
+            .projection_expression("#record")
+            .expression_attribute_names("#record", "record");
+        let items = self.query_all(query, usize::MAX, "list images").await?;
+        items.iter().map(|item| parse::<ImageRecord>(item, "record")).collect()
     }
 
     async fn image_history(&self, image: &str) -> Result<Vec<ImageHistoryEntry>, StoreError> {
