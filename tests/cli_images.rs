@@ -9,7 +9,7 @@ use kiln_core::images::{ImagesError, build_missing};
 use kiln_core::system::{Ports, System, SystemConfig};
 use kiln_domain::catalog::ImageRecord;
 use kiln_domain::status::ImageStatus;
-use kiln_store::local::{LocalLogStore, LocalQueue, LocalStateStore, QueueOptions};
+use kiln_store_local::{LocalLogStore, LocalQueue, LocalStateStore, QueueOptions};
 use serde_json::Value;
 use std::sync::Arc;
 

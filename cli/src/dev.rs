@@ -51,7 +51,7 @@ async fn ports(backend: Backend, data_dir: &Path) -> Result<(Ports, Option<Arc<d
     // A test switch: every message is delivered twice (on SQS too), to show that each
     // handler is idempotent.
     if std::env::var("KILN_TEST_REDELIVER").is_ok_and(|v| v == "1") {
-        use kiln_store::redeliver::redeliver_once;
+        use kiln_store_local::redeliver::redeliver_once;
         // Events are grouped by build; the other queues are not FIFO.
         fn build_of(body: &str) -> Option<String> {
             serde_json::from_str::<serde_json::Value>(body).ok()?["kilnbuild"].as_str().map(str::to_string)

@@ -6,7 +6,7 @@ use kiln_core::system::Ports;
 use kiln_domain::BuildId;
 use kiln_domain::logs::LogStream;
 use kiln_store::LogStore;
-use kiln_store::local::{LocalLogStore, LocalQueue, LocalStateStore, QueueOptions};
+use kiln_store_local::{LocalLogStore, LocalQueue, LocalStateStore, QueueOptions};
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;

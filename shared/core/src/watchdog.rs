@@ -58,7 +58,7 @@ pub async fn drain(dlq: &dyn Queue, events: &dyn Queue) -> Result<usize, QueueEr
 mod tests {
     use super::*;
     use kiln_store::OutMessage;
-    use kiln_store::local::{LocalQueue, QueueOptions};
+    use kiln_store_local::{LocalQueue, QueueOptions};
 
     #[tokio::test]
     async fn dead_jobs_become_job_failed_events() {

@@ -11,7 +11,7 @@ use kiln_domain::Repo;
 use kiln_domain::catalog::{ImageRecord, PROVIDERS_ENV};
 use kiln_domain::event::types;
 use kiln_domain::status::ImageStatus;
-use kiln_store::local::{LocalLogStore, LocalQueue, LocalStateStore, QueueOptions};
+use kiln_store_local::{LocalLogStore, LocalQueue, LocalStateStore, QueueOptions};
 use runner_support::*;
 use std::path::Path;
 use std::sync::Arc;

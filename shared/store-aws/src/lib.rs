@@ -2,7 +2,7 @@
 //! ([`DynamoStateStore`], one table), the log store on S3 ([`S3LogStore`], chunk objects
 //! keyed by byte offset, compacted when a stream ends) and the queues on SQS
 //! ([`SqsQueue`]). They pass the same contract suite as the local adapters
-//! (`kiln_store::contract`), run against LocalStack in `tests/localstack_contract.rs`.
+//! (`kiln-store-contract`), run against LocalStack in `tests/localstack_contract.rs`.
 //!
 //! Configured the usual way: `AWS_ENDPOINT_URL`, `AWS_REGION`, the credentials chain; the
 //! resource names from [`AwsConfig::from_env`]. [`connect`] builds everything at once.

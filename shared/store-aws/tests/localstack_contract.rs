@@ -1,4 +1,4 @@
-//! The contract suite (`kiln_store::contract`) against the AWS adapters on LocalStack,
+//! The contract suite (`kiln_store_contract`) against the AWS adapters on LocalStack,
 //! plus what only the AWS adapters have to show (dead-letter queues, compaction of big
 //! logs, the key layout).
 //!
@@ -12,9 +12,9 @@ use aws_sdk_s3::config::{Credentials, Region};
 use aws_sdk_sqs::types::QueueAttributeName;
 use kiln_domain::BuildId;
 use kiln_domain::logs::LogStream;
-use kiln_store::contract::{self, QueueFactory};
 use kiln_store::{Commit, LogError, LogStore, OutMessage, Queue, StateStore};
 use kiln_store_aws::{AwsConfig, Clients, DynamoStateStore, S3LogStore, SqsQueue, connect_with};
+use kiln_store_contract::{self as contract, QueueFactory};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -175,11 +175,11 @@ macro_rules! queue_checks {
     )*};
 }
 
-kiln_store::for_each_state_check!(state_checks);
+kiln_store_contract::for_each_state_check!(state_checks);
 
-kiln_store::for_each_log_check!(log_checks);
+kiln_store_contract::for_each_log_check!(log_checks);
 
-kiln_store::for_each_queue_check!(queue_checks);
+kiln_store_contract::for_each_queue_check!(queue_checks);
 
 /// The whole suites on one store each, concurrently: the checks must not step on each
 /// other (one table and one bucket serve every check).

@@ -1,10 +1,8 @@
-//! Storage ports — the state store, the log store and the queues — and their local
-//! adapters (memory plus a data dir). The AWS adapters implement the same traits, and
-//! [`contract`] holds the one test suite both must pass.
+//! Storage ports — the state store, the log store and the queues — and nothing else. The
+//! adapters live in their own crates (`kiln-store-local`, `kiln-store-aws`), and the one
+//! test suite both must pass in `kiln-store-contract`, so code that depends on the ports
+//! alone links neither.
 
-pub mod contract;
-pub mod local;
 mod ports;
-pub mod redeliver;
 
 pub use ports::*;

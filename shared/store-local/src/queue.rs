@@ -1,8 +1,8 @@
 //! [`LocalQueue`]: an in-process queue with the SQS semantics Kiln relies on.
 
-use super::lock;
-use crate::{OutMessage, Queue, QueueError, Received};
+use crate::lock;
 use async_trait::async_trait;
+use kiln_store::{OutMessage, Queue, QueueError, Received};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -75,10 +75,6 @@ macro_rules! for_each_queue_check {
     };
 }
 
-use crate::{
-    Claim, Commit, CommitOutcome, LogError, LogStore, OutMessage, Queue, QueueError, Received, StateStore,
-    StoreError,
-};
 use async_trait::async_trait;
 use kiln_domain::catalog::{CatalogWrite, ImageRecord};
 use kiln_domain::event::{CloudEvent, StoredEvent, now_ms};
@@ -89,6 +85,10 @@ use kiln_domain::plan::{
 use kiln_domain::state::{Build, Patch, StageState, Target, Transition, TransitionError};
 use kiln_domain::status::ImageStatus;
 use kiln_domain::{BuildId, Repo, StageName, Status};
+use kiln_store::{
+    Claim, Commit, CommitOutcome, LogError, LogStore, OutMessage, Queue, QueueError, Received, StateStore,
+    StoreError,
+};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -739,7 +739,10 @@ pub async fn logs_put_read_round_trip(l: &dyn LogStore) {
     l.put_chunk(&b, &s, 0, b"hello\n").await.expect("put");
     l.put_chunk(&b, &s, 6, b"world\n").await.expect("put");
     let r = l.read(&b, &s, 0, 1 << 20).await.expect("read");
-    assert_eq!(r, crate::LogRead { bytes: b"hello\nworld\n".to_vec(), next_offset: 12, complete: false });
+    assert_eq!(
+        r,
+        kiln_store::LogRead { bytes: b"hello\nworld\n".to_vec(), next_offset: 12, complete: false }
+    );
     let info = l.list(&b).await.expect("list");
     assert_eq!(info.len(), 1);
     assert_eq!((info[0].stream.clone(), info[0].len, info[0].complete), (s, 12, false));
@@ -843,7 +846,7 @@ pub async fn logs_complete_empty_stream(l: &dyn LogStore) {
     let (b, s) = (BuildId::generate(), step_stream(3));
     l.complete(&b, &s).await.expect("complete");
     let r = l.read(&b, &s, 0, 100).await.expect("read");
-    assert_eq!(r, crate::LogRead { bytes: Vec::new(), next_offset: 0, complete: true });
+    assert_eq!(r, kiln_store::LogRead { bytes: Vec::new(), next_offset: 0, complete: true });
     let info = l.list(&b).await.expect("list");
     assert_eq!(info.len(), 1);
     assert_eq!((info[0].stream.clone(), info[0].len, info[0].complete), (s, 0, true));

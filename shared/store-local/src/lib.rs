@@ -1,4 +1,4 @@
-//! Local adapters: state in memory plus the data dir, logs as files, queues in process.
+//! The local adapters of the storage ports (`kiln-store`), for `kiln run` and `kiln dev`: state in memory plus the data dir, logs as files, queues in process.
 //!
 //! Data dir layout (`DATA` is the directory given to `open`):
 //!
@@ -19,6 +19,7 @@
 
 mod logs;
 mod queue;
+pub mod redeliver;
 mod state;
 
 pub use logs::LocalLogStore;

@@ -4,8 +4,8 @@
 //! keeps the message group (FIFO order within a group is kept) under a new deduplication
 //! id, and is not copied again.
 
-use crate::{OutMessage, Queue, QueueError, Received};
 use async_trait::async_trait;
+use kiln_store::{OutMessage, Queue, QueueError, Received};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -65,7 +65,7 @@ pub fn redeliver_once(q: Arc<dyn Queue>, group_of: GroupOf) -> Arc<dyn Queue> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::local::LocalQueue;
+    use crate::LocalQueue;
 
     #[tokio::test]
     async fn every_message_comes_twice_and_only_twice() {

@@ -6,11 +6,11 @@ use kiln_domain::BuildId;
 use kiln_domain::event::StoredEvent;
 use kiln_domain::logs::LogStream;
 use kiln_domain::state::Build;
-use kiln_store::contract::{self, QueueFactory};
-use kiln_store::local::{LocalLogStore, LocalQueue, LocalStateStore, QueueOptions};
 use kiln_store::{
     Claim, Commit, CommitOutcome, LogError, LogStore, OutMessage, Queue, QueueError, StateStore, StoreError,
 };
+use kiln_store_contract::{self as contract, QueueFactory};
+use kiln_store_local::{LocalLogStore, LocalQueue, LocalStateStore, QueueOptions};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -61,11 +61,11 @@ macro_rules! queue_checks {
     )*};
 }
 
-kiln_store::for_each_state_check!(state_checks);
+kiln_store_contract::for_each_state_check!(state_checks);
 
-kiln_store::for_each_log_check!(log_checks);
+kiln_store_contract::for_each_log_check!(log_checks);
 
-kiln_store::for_each_queue_check!(queue_checks);
+kiln_store_contract::for_each_queue_check!(queue_checks);
 
 /// The whole suites on one shared store each, concurrently on a multi-thread runtime:
 /// the checks must not step on each other.

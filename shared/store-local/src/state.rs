@@ -1,14 +1,14 @@
 //! [`LocalStateStore`]: builds in memory, mirrored to `DATA/builds/`; the image catalog
 //! in `DATA/images/`.
 
-use super::{blocking, is_safe_id, lock};
-use crate::{BuildSummary, Claim, Commit, CommitOutcome, StateStore, StoreError};
+use crate::{blocking, is_safe_id, lock};
 use async_trait::async_trait;
 use kiln_domain::catalog::{ImageHistoryEntry, ImageRecord};
 use kiln_domain::event::{StoredEvent, now_ms};
 use kiln_domain::ids::is_valid_name;
 use kiln_domain::state::{Build, Lease};
 use kiln_domain::{BuildId, Repo, StageName};
+use kiln_store::{BuildSummary, Claim, Commit, CommitOutcome, StateStore, StoreError};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs;

@@ -1,10 +1,10 @@
 //! [`LocalLogStore`]: one file per log stream under `DATA/logs/<build-id>/`.
 
-use super::{blocking, is_safe_id, lock};
-use crate::{LogError, LogInfo, LogRead, LogStore};
+use crate::{blocking, is_safe_id, lock};
 use async_trait::async_trait;
 use kiln_domain::BuildId;
 use kiln_domain::logs::LogStream;
+use kiln_store::{LogError, LogInfo, LogRead, LogStore};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fs;
