@@ -10,10 +10,16 @@ use serde_json::Value;
 use std::time::SystemTime;
 
 pub const SPEC_VERSION: &str = "1.0";
+/// Event types that start with this are Kiln's own (reports and lifecycle events): steps
+/// and outside callers may not send them.
+pub const RESERVED_PREFIX: &str = "dev.kiln.";
+/// The entities lifecycle events are about: `dev.kiln.<entity>.<status>`.
+pub const LIFECYCLE_ENTITIES: [&str; 3] = ["build", "stage", "step"];
 /// The CloudEvents extension attribute that carries the build id.
 pub const BUILD_EXTENSION: &str = "kilnbuild";
 
-/// Report types sent by runners and the compile function.
+/// Report types sent by runners, the compile function, the watchdog and the API (their data:
+/// [`crate::report::Report`]). The strings are a wire contract.
 pub mod types {
     pub const BUILD_CREATED: &str = "dev.kiln.report.build-created";
     pub const STAGE_STARTED: &str = "dev.kiln.report.stage-started";
@@ -25,8 +31,18 @@ pub mod types {
     pub const JOB_FAILED: &str = "dev.kiln.report.job-failed";
     pub const IMAGE_PROGRESS: &str = "dev.kiln.image.progress";
     pub const IMAGE_RESULT: &str = "dev.kiln.image.result";
-    /// Prefix of lifecycle events the fan-in records: `dev.kiln.stage.failed`, ...
-    pub const LIFECYCLE_PREFIX: &str = "dev.kiln.";
+    /// Every report type.
+    pub const REPORTS: [&str; 9] = [
+        BUILD_CREATED,
+        STAGE_STARTED,
+        STAGE_FINISHED,
+        STEP_STARTED,
+        STEP_FINISHED,
+        CANCEL_REQUESTED,
+        JOB_FAILED,
+        IMAGE_PROGRESS,
+        IMAGE_RESULT,
+    ];
 }
 
 /// A CloudEvent in the JSON event format, with Kiln's build extension.

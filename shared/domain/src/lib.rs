@@ -10,6 +10,7 @@ pub mod logs;
 pub mod plan;
 pub mod protocol;
 pub mod react;
+pub mod report;
 pub mod retry;
 pub mod state;
 pub mod status;

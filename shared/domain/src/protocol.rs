@@ -10,6 +10,8 @@
 //! A line that does not start with `::kiln::` is plain output. Every line, directive or
 //! not, stays in the log; [`Masker`] replaces secrets declared with `mask` by `***`.
 
+use crate::event::RESERVED_PREFIX;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::borrow::Cow;
 
@@ -17,8 +19,6 @@ use std::borrow::Cow;
 pub const PREFIX: &[u8] = b"::kiln::";
 /// What a masked secret is replaced by.
 pub const MASK: &[u8] = b"***";
-/// Event types under this prefix are Kiln's own reports: a step may not emit them.
-pub const RESERVED_TYPE_PREFIX: &str = "dev.kiln.";
 /// Longest accepted event type.
 pub const MAX_TYPE_LEN: usize = 128;
 
@@ -45,7 +45,8 @@ pub enum Directive {
     Mask(String),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Phase {
     #[default]
     Building,
@@ -140,8 +141,8 @@ fn parse_event(args: &str) -> Result<Directive, ProtocolError> {
             "event: invalid type `{ty}` (letters, digits, `.`, `_`, `-`; at most {MAX_TYPE_LEN})"
         ));
     }
-    if ty.starts_with(RESERVED_TYPE_PREFIX) {
-        return err(format!("event: type `{ty}` is reserved for Kiln ({RESERVED_TYPE_PREFIX}*)"));
+    if ty.starts_with(RESERVED_PREFIX) {
+        return err(format!("event: type `{ty}` is reserved for Kiln ({RESERVED_PREFIX}*)"));
     }
     let json = json.trim();
     let data = if json.is_empty() {

@@ -82,6 +82,11 @@ pub struct StepState {
     pub reason: Option<String>,
 }
 
+/// [`Build::is_settled`] for callers that hold only the statuses (a view of a build).
+pub fn is_settled(build: Status, stages: impl IntoIterator<Item = Status>) -> bool {
+    build.is_terminal() && stages.into_iter().all(Status::is_terminal)
+}
+
 impl Build {
     /// A new build of `plan`: everything pending, one stage state per stage that is
     /// started by `needs` (event-triggered stages get instances when events arrive).
@@ -113,6 +118,13 @@ impl Build {
 
     pub fn stage_mut(&mut self, name: &str) -> Option<&mut StageState> {
         self.stages.iter_mut().find(|s| s.name.as_str() == name)
+    }
+
+    /// Whether the build has settled: it and every stage (instance) have ended, so
+    /// nothing about it changes any more. The build itself ends first (a cancel ends it
+    /// at once) while its running stages wait for their runners' last reports.
+    pub fn is_settled(&self) -> bool {
+        is_settled(self.status, self.stages.iter().map(|s| s.status))
     }
 
     /// The status of an entity, if it exists.
