@@ -3,12 +3,12 @@
 use crate::queues::send_event;
 use kiln_domain::catalog::{PROVIDERS_ENV, requested_providers};
 use kiln_domain::compile::{CompileError, compile};
-use kiln_domain::event::{CloudEvent, now_ms, types};
+use kiln_domain::event::now_ms;
 use kiln_domain::plan::Plan;
+use kiln_domain::report::{BuildCreated, Report};
 use kiln_domain::state::Build;
 use kiln_domain::{BuildId, Repo};
 use kiln_store::{Queue, QueueError, StateStore, StoreError};
-use serde_json::json;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SubmitError {
@@ -53,13 +53,9 @@ pub async fn submit_plan(
         build.plan.env.insert(PROVIDERS_ENV.to_string(), list);
     }
     state.create_build(&build).await?;
-    let created = CloudEvent::new(
-        types::BUILD_CREATED,
-        "kiln://compile",
-        &build.id,
-        json!({ "repo": build.repo.to_string(), "stages": build.plan.stages.len() }),
-    )
-    .with_subject("build");
+    let created =
+        Report::from(BuildCreated { repo: build.repo.to_string(), stages: build.plan.stages.len() })
+            .to_event(&build.id, "kiln://compile");
     send_event(events, &created).await?;
     tracing::info!(build = %build.id, repo = %build.repo, "build created");
     Ok(build)

@@ -6,16 +6,16 @@ use crate::fanin::handle_event;
 use crate::ingest::Ingest;
 use crate::job::Job;
 use crate::queues::{DispatchRequest, HandleError, Order, send_event, serve};
-use crate::runner::{RunnerConfig, RunnerCtx, run_job};
+use crate::runner::{RunnerConfig, RunnerCtx, RunnerError, run_job};
 use crate::sinks::{EventSink, LogSink, SinkError};
 use crate::submit::{SubmitError, submit};
 use crate::tokens::TokenSigner;
 use async_trait::async_trait;
-use kiln_domain::event::{CloudEvent, types};
+use kiln_domain::event::CloudEvent;
+use kiln_domain::report::{CancelRequested, JobFailed, Report};
 use kiln_domain::state::Build;
 use kiln_domain::{BuildId, Repo};
 use kiln_store::{Claim, LogStore, Queue, Received, StateStore, StoreError};
-use serde_json::json;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -177,7 +177,7 @@ impl System {
 
     /// Asks for a build to be canceled.
     pub async fn cancel(&self, id: &BuildId, reason: &str) -> Result<(), kiln_store::QueueError> {
-        let e = CloudEvent::new(types::CANCEL_REQUESTED, "kiln://api", id, json!({ "reason": reason }));
+        let e = Report::from(CancelRequested { reason: Some(reason.to_string()) }).to_event(id, "kiln://api");
         send_event(self.ports.events.as_ref(), &e).await
     }
 
@@ -185,7 +185,7 @@ impl System {
     pub async fn wait(&self, id: &BuildId) -> Result<Build, StoreError> {
         loop {
             let b = self.ports.state.get_build(id).await?.ok_or_else(|| StoreError::NotFound(id.clone()))?;
-            if b.status.is_terminal() && b.stages.iter().all(|s| s.status.is_terminal()) {
+            if b.is_settled() {
                 return Ok(b);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -236,15 +236,16 @@ impl JobWorker {
         }
         let (logs, events) = self.sinks.sinks(&job);
         if job.deadline_ms.is_some_and(|d| kiln_domain::event::now_ms() >= d) {
-            let failed = CloudEvent::new(
-                types::JOB_FAILED,
-                "kiln://runner",
-                &job.build,
-                json!({ "stage": job.stage, "attempt": attempt, "reason": "the build timed out before the job started" }),
-            );
+            let failed = Report::from(JobFailed {
+                stage: job.stage.clone(),
+                attempt: Some(attempt),
+                reason: "the build timed out before the job started".to_string(),
+            })
+            .to_event(&job.build, RUNNER_SOURCE);
             return events.emit(failed).await.map_err(|e| HandleError::Retry(e.to_string()));
         }
         let (cancel_tx, cancel_rx) = watch::channel(false);
+        let (lost_tx, lost_rx) = watch::channel(false);
         let heartbeat = tokio::spawn(heartbeat(
             Lease {
                 state: self.state.clone(),
@@ -256,6 +257,7 @@ impl JobWorker {
             logs.clone(),
             job.clone(),
             cancel_tx,
+            lost_tx,
         ));
         let ctx = RunnerCtx {
             config: RunnerConfig {
@@ -268,22 +270,33 @@ impl JobWorker {
             logs,
             events: events.clone(),
             cancel: cancel_rx,
+            lease_lost: lost_rx,
         };
         let result = run_job(&job, attempt, &ctx).await;
         heartbeat.abort();
-        if let Err(e) = result {
-            tracing::error!(build = %job.build, stage = %job.stage, error = %e, "runner failed");
-            let failed = CloudEvent::new(
-                types::JOB_FAILED,
-                "kiln://runner",
-                &job.build,
-                json!({ "stage": job.stage, "attempt": attempt, "reason": format!("runner error: {e}") }),
-            );
-            events.emit(failed).await.map_err(|e| HandleError::Retry(e.to_string()))?;
+        match result {
+            Ok(_) => {}
+            // The attempt that took the lease runs and reports the stage; this one is done.
+            Err(RunnerError::LeaseLost) => {
+                tracing::warn!(build = %job.build, stage = %job.stage, attempt, "lease lost; attempt abandoned");
+            }
+            Err(e) => {
+                tracing::error!(build = %job.build, stage = %job.stage, error = %e, "runner failed");
+                let failed = Report::from(JobFailed {
+                    stage: job.stage.clone(),
+                    attempt: Some(attempt),
+                    reason: format!("runner error: {e}"),
+                })
+                .to_event(&job.build, RUNNER_SOURCE);
+                events.emit(failed).await.map_err(|e| HandleError::Retry(e.to_string()))?;
+            }
         }
         Ok(())
     }
 }
+
+/// The source of the reports the job worker sends itself.
+const RUNNER_SOURCE: &str = "kiln://runner";
 
 /// What a runner holds while its job runs: the stage's lease and the message.
 struct Lease {
@@ -295,8 +308,18 @@ struct Lease {
 }
 
 /// While a job runs: renews its lease and the message's visibility, and raises the
-/// cancel flag once log ingest says the build was canceled.
-async fn heartbeat(lease: Lease, logs: Arc<dyn LogSink>, job: Job, cancel: watch::Sender<bool>) {
+/// cancel flag once log ingest says the build was canceled. When the renewal finds the
+/// lease held by another runner (`Busy`), or the stage ended (`Finished`), it raises
+/// `lost` and stops: the steps are stopped and this attempt reports nothing more. A
+/// `Finished` because only the build ended (a cancel) is a cancel: the runner still
+/// reports its stage's end, which the fan-in needs to settle the build.
+async fn heartbeat(
+    lease: Lease,
+    logs: Arc<dyn LogSink>,
+    job: Job,
+    cancel: watch::Sender<bool>,
+    lost: watch::Sender<bool>,
+) {
     let renew_every = (lease.lease / 3).max(Duration::from_millis(100));
     let mut last_renew = tokio::time::Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -309,12 +332,39 @@ async fn heartbeat(lease: Lease, logs: Arc<dyn LogSink>, job: Job, cancel: watch
         }
         if last_renew.elapsed() >= renew_every {
             last_renew = tokio::time::Instant::now();
-            if let Err(e) = lease.state.claim_job(&job.build, &job.stage, &lease.runner, lease.lease).await {
-                tracing::warn!(build = %job.build, stage = %job.stage, error = %e, "lease renewal failed");
+            match lease.state.claim_job(&job.build, &job.stage, &lease.runner, lease.lease).await {
+                Ok(Claim::Claimed { .. }) => {}
+                Ok(Claim::Busy) => {
+                    let _ = lost.send(true);
+                    return;
+                }
+                Ok(Claim::Finished) => {
+                    if stage_ended(lease.state.as_ref(), &job).await {
+                        let _ = lost.send(true);
+                        return;
+                    }
+                    let _ = cancel.send(true);
+                }
+                Err(e) => {
+                    tracing::warn!(build = %job.build, stage = %job.stage, error = %e, "lease renewal failed")
+                }
             }
             if let Err(e) = lease.jobs.extend(&lease.receipt, lease.lease).await {
                 tracing::warn!(build = %job.build, stage = %job.stage, error = %e, "visibility extension failed");
             }
+        }
+    }
+}
+
+/// Whether the job's stage has ended (or is gone); a read that fails counts as not ended,
+/// so the runner goes on and reports (the fan-in ignores what is stale).
+async fn stage_ended(state: &dyn StateStore, job: &Job) -> bool {
+    match state.get_build(&job.build).await {
+        Ok(Some(b)) => b.stage(job.stage.as_str()).is_none_or(|s| s.status.is_terminal()),
+        Ok(None) => true,
+        Err(e) => {
+            tracing::warn!(build = %job.build, stage = %job.stage, error = %e, "cannot read the build");
+            false
         }
     }
 }

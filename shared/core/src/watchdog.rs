@@ -6,9 +6,8 @@
 
 use crate::job::Job;
 use crate::queues::send_event;
-use kiln_domain::event::{CloudEvent, types};
+use kiln_domain::report::{JobFailed, Report};
 use kiln_store::{Queue, QueueError};
-use serde_json::json;
 use std::time::Duration;
 
 /// At most this many dead jobs per run (the next run takes the rest).
@@ -28,18 +27,15 @@ pub async fn drain(dlq: &dyn Queue, events: &dyn Queue) -> Result<usize, QueueEr
             seen += 1;
             match serde_json::from_str::<Job>(&msg.body) {
                 Ok(job) => {
-                    let e = CloudEvent::new(
-                        types::JOB_FAILED,
-                        "kiln://watchdog",
-                        &job.build,
-                        json!({
-                            "stage": job.stage,
-                            "reason": format!(
-                                "the job was dead-lettered after {} deliveries: its runner stopped heartbeating",
-                                msg.receive_count
-                            ),
-                        }),
-                    );
+                    let e = Report::from(JobFailed {
+                        stage: job.stage.clone(),
+                        attempt: None,
+                        reason: format!(
+                            "the job was dead-lettered after {} deliveries: its runner stopped heartbeating",
+                            msg.receive_count
+                        ),
+                    })
+                    .to_event(&job.build, "kiln://watchdog");
                     // Reported before the delete: a crash in between reports twice, and
                     // the fan-in refuses the second (the stage has ended).
                     send_event(events, &e).await?;
@@ -57,6 +53,7 @@ pub async fn drain(dlq: &dyn Queue, events: &dyn Queue) -> Result<usize, QueueEr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kiln_domain::event::CloudEvent;
     use kiln_store::OutMessage;
     use kiln_store_local::{LocalQueue, QueueOptions};
 
@@ -85,8 +82,11 @@ mod tests {
         let out = events.receive(10, Duration::from_millis(0)).await.unwrap();
         assert_eq!(out.len(), 1);
         let e: CloudEvent = serde_json::from_str(&out[0].body).unwrap();
-        assert_eq!(e.ty, types::JOB_FAILED);
         assert_eq!(e.kilnbuild, Some(job.build));
-        assert_eq!(e.data_str("stage"), Some("default"));
+        let Ok(Some(Report::JobFailed(failed))) = Report::from_event(&e) else {
+            panic!("not a job-failed: {e:?}")
+        };
+        assert_eq!(failed.stage.as_str(), "default");
+        assert!(failed.reason.contains("dead-lettered"), "{}", failed.reason);
     }
 }

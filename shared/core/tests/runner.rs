@@ -2,7 +2,7 @@
 
 mod runner_support;
 
-use kiln_core::runner::{StageOutcome, run_job};
+use kiln_core::runner::{StageOutcome, StepReason, run_job};
 use kiln_domain::event::{CloudEvent, types};
 use kiln_domain::logs::LogStream;
 use runner_support::*;
@@ -193,7 +193,7 @@ async fn stage_timeout_kills_the_process_group() {
     assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
     assert_eq!(out.outcome, StageOutcome::Timeout);
     assert_eq!(out.steps.len(), 1);
-    assert_eq!(out.steps[0].reason.as_deref(), Some("timeout"));
+    assert_eq!(out.steps[0].reason, Some(StepReason::Timeout));
     assert_ne!(out.steps[0].exit_code, 0);
     let f = finished(&mem);
     assert_eq!(f[0].data_str("reason"), Some("timeout"));
@@ -215,7 +215,7 @@ async fn step_timeout_fails_the_step() {
     let out = run_job(&job, 1, &ctx).await.unwrap();
     assert!(t0.elapsed() < Duration::from_secs(5));
     assert_eq!(out.steps.len(), 1);
-    assert_eq!(out.steps[0].reason.as_deref(), Some("timeout"));
+    assert_eq!(out.steps[0].reason, Some(StepReason::Timeout));
     assert_eq!(out.steps[0].exit_code, 128 + libc::SIGTERM);
     assert_eq!(out.outcome, StageOutcome::Completed);
     assert_eq!(mem.log_str(&step_key("t", "hang", 1)), "before\n");
@@ -244,7 +244,7 @@ async fn cancel_kills_the_step_and_stops_the_stage() {
     assert!(at.elapsed() < Duration::from_secs(2), "{:?}", at.elapsed());
     assert_eq!(out.outcome, StageOutcome::Canceled);
     assert_eq!(out.steps.len(), 1);
-    assert_eq!(out.steps[0].reason.as_deref(), Some("canceled"));
+    assert_eq!(out.steps[0].reason, Some(StepReason::Canceled));
     let last = mem.events().pop().unwrap();
     assert_eq!(last.data_str("outcome"), Some("canceled"));
     assert!(process_gone(read_pid(&pidfile)), "the background sleep survived");
@@ -261,7 +261,7 @@ async fn an_ingest_reply_can_cancel() {
     let out = run_job(&job, 1, &ctx).await.unwrap();
     assert!(t0.elapsed() < Duration::from_secs(4), "{:?}", t0.elapsed());
     assert_eq!(out.outcome, StageOutcome::Canceled);
-    assert_eq!(out.steps[0].reason.as_deref(), Some("canceled"));
+    assert_eq!(out.steps[0].reason, Some(StepReason::Canceled));
 }
 
 #[tokio::test(flavor = "multi_thread")]

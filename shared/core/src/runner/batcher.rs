@@ -9,10 +9,10 @@
 
 use super::shared::{Shared, retry};
 use kiln_domain::StepName;
-use kiln_domain::event::{CloudEvent, types};
+use kiln_domain::event::CloudEvent;
 use kiln_domain::logs::LogStream;
-use kiln_domain::protocol::{self, Directive, ImageOutcome, PREFIX};
-use serde_json::json;
+use kiln_domain::protocol::{self, Directive, PREFIX};
+use kiln_domain::report::{ImageProgress, ImageResult, Report};
 use std::borrow::Cow;
 use std::io::{PipeReader, Read};
 use std::sync::Arc;
@@ -291,33 +291,22 @@ impl Batcher {
                 _ => {}
             }
         }
-        let (stage, subject) = (sh.stage.as_str(), sh.step_subject(step.as_str()));
-        let (ty, data) = match d {
-            Directive::Event { ty, data } => (ty, data),
-            Directive::Progress { image, provider, percent, phase } => (
-                types::IMAGE_PROGRESS.to_string(),
-                json!({"image": image, "provider": provider, "percent": percent, "phase": phase.as_str(),
-                       "stage": stage, "step": step}),
-            ),
+        let (stage, step) = (sh.stage.clone(), step.clone());
+        let report: Report = match d {
+            Directive::Event { ty, data } => {
+                let subject = sh.step_subject(step.as_str());
+                let event = CloudEvent::new(ty, sh.source.clone(), &sh.build, data).with_subject(subject);
+                return self.events.push(event);
+            }
+            Directive::Progress { image, provider, percent, phase } => {
+                ImageProgress { image, provider, percent, phase, stage, step }.into()
+            }
             Directive::Result { image, provider, outcome } => {
-                let mut data = json!({"image": image, "provider": provider, "stage": stage, "step": step});
-                match outcome {
-                    ImageOutcome::Ok { uri } => {
-                        data["ok"] = json!(true);
-                        if let Some(uri) = uri {
-                            data["uri"] = json!(uri);
-                        }
-                    }
-                    ImageOutcome::Error { message } => {
-                        data["ok"] = json!(false);
-                        data["error"] = json!(message);
-                    }
-                }
-                (types::IMAGE_RESULT.to_string(), data)
+                ImageResult::new(image, provider, outcome, stage, step).into()
             }
             Directive::Mask(_) => unreachable!("handled above"),
         };
-        self.events.push(CloudEvent::new(ty, sh.source.clone(), &sh.build, data).with_subject(subject));
+        self.events.push(report.to_event(&sh.build, sh.source.clone()));
     }
 
     /// Emits the events of directives and writes warnings to the init log.
@@ -402,7 +391,8 @@ impl Batcher {
     }
 
     async fn put(&mut self, data: Vec<u8>) {
-        if self.broken {
+        // After the lease is lost the next attempt owns the stage: its logs are its own.
+        if self.broken || self.shared.is_lost() {
             return;
         }
         self.last_put = Some(Instant::now());

@@ -26,9 +26,9 @@ use kiln_domain::catalog::PROVIDERS_ENV;
 use kiln_domain::event::{now_ms, types};
 use kiln_domain::logs::{DEFAULT_FLUSH_INTERVAL_MS, LogStream, MAX_BATCH_BYTES};
 use kiln_domain::plan::{DEFAULT_STAGE_TIMEOUT_MS, ServicePlan, StepPlan};
+use kiln_domain::report::{ImageResult, StageFinished, StageStarted, StepFinished, StepStarted};
 use kiln_domain::{StageName, StepName};
 use process::{GroupGuard, exit_info, signal_group, spawn_shell, terminate};
-use serde_json::json;
 use shared::Shared;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -81,30 +81,13 @@ pub struct RunnerCtx {
     pub events: Arc<dyn EventSink>,
     /// Becomes `true` to cancel the job (log ingest replies can cancel it too).
     pub cancel: watch::Receiver<bool>,
+    /// Becomes `true` when another attempt took the job's lease: the steps are stopped as
+    /// for a cancel, and nothing more is reported for this attempt ([`RunnerError::LeaseLost`]).
+    pub lease_lost: watch::Receiver<bool>,
 }
 
-/// How the runner ended a stage (the `outcome` of `stage-finished`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StageOutcome {
-    /// The steps ran until the end or the first failing step.
-    Completed,
-    Canceled,
-    /// The stage's deadline (its `timeout_ms`) passed.
-    Timeout,
-    /// The stage could not be set up (workspace); `JobOutcome::reason` says why.
-    Failed,
-}
-
-impl StageOutcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StageOutcome::Completed => "completed",
-            StageOutcome::Canceled => "canceled",
-            StageOutcome::Timeout => "timeout",
-            StageOutcome::Failed => "failed",
-        }
-    }
-}
+/// How the runner ended a stage and why it stopped a step: the report types.
+pub use kiln_domain::report::{StageOutcome, StepReason};
 
 /// One step that ran (as reported in `step-finished`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,8 +98,7 @@ pub struct StepReport {
     /// stopped for a timeout or a cancel.
     pub exit_code: i32,
     pub duration_ms: u64,
-    /// `timeout`, `canceled`, `signal N`, or `spawn failed: ...`.
-    pub reason: Option<String>,
+    pub reason: Option<StepReason>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,6 +132,10 @@ pub enum RunnerError {
         #[source]
         source: SinkError,
     },
+    /// Another attempt took the job's lease (this runner's heartbeat found it busy, or the
+    /// stage ended): the steps were stopped and nothing more was reported.
+    #[error("the lease was lost to another attempt")]
+    LeaseLost,
 }
 
 /// The peak resident set size of this process (VmHWM), in KiB, on Linux.
@@ -200,6 +186,14 @@ pub async fn run_job(job: &Job, attempt: u32, ctx: &RunnerCtx) -> Result<JobOutc
             }
         }))
     };
+    let _lost = {
+        let (sh, mut rx) = (shared.clone(), ctx.lease_lost.clone());
+        AbortOnDrop(tokio::spawn(async move {
+            if rx.wait_for(|c| *c).await.is_ok() {
+                sh.lose_lease();
+            }
+        }))
+    };
     Stage { job, sh: shared, started: Instant::now() }.run().await
 }
 
@@ -244,28 +238,21 @@ impl Stage<'_> {
     }
 
     async fn finish_stage(&self, outcome: StageOutcome, reason: Option<String>) -> Result<(), RunnerError> {
-        let mut data =
-            json!({"stage": self.job.stage, "attempt": self.sh.attempt, "outcome": outcome.as_str()});
-        if let Some(r) = reason {
-            data["reason"] = json!(r);
+        if self.sh.is_lost() {
+            return Err(RunnerError::LeaseLost);
         }
-        self.sh
-            .emit(types::STAGE_FINISHED, self.sh.stage_subject(), data)
-            .await
-            .map_err(Self::emit_err(types::STAGE_FINISHED))
+        let report =
+            StageFinished { stage: self.job.stage.clone(), attempt: self.sh.attempt, outcome, reason };
+        self.sh.report(report).await.map_err(Self::emit_err(types::STAGE_FINISHED))
     }
 
     async fn run(self) -> Result<JobOutcome, RunnerError> {
         let (job, sh) = (self.job, &self.sh);
         let stage = &job.stage;
         let attempt = sh.attempt;
-        sh.emit(
-            types::STAGE_STARTED,
-            sh.stage_subject(),
-            json!({"stage": stage, "attempt": attempt, "runner": sh.config.runner_id}),
-        )
-        .await
-        .map_err(Self::emit_err(types::STAGE_STARTED))?;
+        let started =
+            StageStarted { stage: stage.clone(), attempt, runner: Some(sh.config.runner_id.clone()) };
+        sh.report(started).await.map_err(Self::emit_err(types::STAGE_STARTED))?;
 
         let mut init = vec![format!("[{stage}] attempt {attempt} on runner {}", sh.config.runner_id)];
         let ws = workspace_path(&sh.config.workspace_root, job, attempt);
@@ -384,11 +371,9 @@ impl Stage<'_> {
     ) -> Result<(StepReport, Option<Stop>), RunnerError> {
         let sh = &self.sh;
         let (stage, attempt) = (&self.job.stage, sh.attempt);
-        let subject = sh.step_subject(step.name.as_str());
-        let ids = json!({"stage": stage, "step": step.name, "number": step.number, "attempt": attempt});
-        sh.emit(types::STEP_STARTED, subject.clone(), ids.clone())
-            .await
-            .map_err(Self::emit_err(types::STEP_STARTED))?;
+        let started =
+            StepStarted { stage: stage.clone(), step: step.name.clone(), number: step.number, attempt };
+        sh.report(started).await.map_err(Self::emit_err(types::STEP_STARTED))?;
 
         let stream =
             LogStream::Step { stage: stage.clone(), step: step.name.clone(), number: step.number, attempt };
@@ -440,9 +425,9 @@ impl Stage<'_> {
                     }
                 };
                 let reason = match stop {
-                    Some(Stop::Canceled) => Some("canceled".to_string()),
-                    Some(_) => Some("timeout".to_string()),
-                    None => signal.map(|s| format!("signal {s}")),
+                    Some(Stop::Canceled) => Some(StepReason::Canceled),
+                    Some(_) => Some(StepReason::Timeout),
+                    None => signal.map(StepReason::Signal),
                 };
                 if stop.is_some() && code == 0 {
                     code = 128 + libc::SIGTERM;
@@ -452,7 +437,7 @@ impl Stage<'_> {
             Ok((task, Err(e))) => {
                 sh.init_line(format!("[{label}] cannot start the step: {e}")).await;
                 task.close().await;
-                (127, Some(format!("spawn failed: {e}")), None)
+                (127, Some(StepReason::SpawnFailed(e.to_string())), None)
             }
             Err(e) => {
                 sh.init_line(format!("[{label}] cannot start the step: {e}")).await;
@@ -463,21 +448,24 @@ impl Stage<'_> {
                     attempt,
                 })
                 .await;
-                (127, Some(format!("spawn failed: {e}")), None)
+                (127, Some(StepReason::SpawnFailed(e.to_string())), None)
             }
         };
         let duration_ms = started.elapsed().as_millis() as u64;
         if exit_code != 0 {
-            self.fail_open_images(step, exit_code, reason.as_deref()).await;
+            self.fail_open_images(step, exit_code, reason.as_ref()).await;
         }
 
-        let mut data = ids;
-        data["exit_code"] = json!(exit_code);
-        data["duration_ms"] = json!(duration_ms);
-        if let Some(r) = &reason {
-            data["reason"] = json!(r);
-        }
-        sh.emit(types::STEP_FINISHED, subject, data).await.map_err(Self::emit_err(types::STEP_FINISHED))?;
+        let finished = StepFinished {
+            stage: stage.clone(),
+            step: step.name.clone(),
+            number: step.number,
+            attempt,
+            exit_code,
+            duration_ms,
+            reason: reason.clone(),
+        };
+        sh.report(finished).await.map_err(Self::emit_err(types::STEP_FINISHED))?;
         let report =
             StepReport { step: step.name.clone(), number: step.number, exit_code, duration_ms, reason };
         Ok((report, stop))
@@ -485,15 +473,21 @@ impl Stage<'_> {
 
     /// After a failed step: an error result for each pair it reported progress for but
     /// no result (its output is read to the end by now, so its own results came first).
-    async fn fail_open_images(&self, step: &StepPlan, exit_code: i32, reason: Option<&str>) {
+    async fn fail_open_images(&self, step: &StepPlan, exit_code: i32, reason: Option<&StepReason>) {
         let sh = &self.sh;
         let open = std::mem::take(&mut *sh.open_images.lock().unwrap_or_else(|e| e.into_inner()));
-        let how = reason.map_or_else(|| format!("exit code {exit_code}"), str::to_string);
+        let how = reason.map_or_else(|| format!("exit code {exit_code}"), StepReason::to_string);
         for (image, provider) in open {
-            let data = json!({"image": image, "provider": provider, "ok": false,
-                "error": format!("step {} failed ({how}) without a result", step.name),
-                "stage": self.job.stage, "step": step.name});
-            if let Err(e) = sh.emit(types::IMAGE_RESULT, sh.step_subject(step.name.as_str()), data).await {
+            let message = format!("step {} failed ({how}) without a result", step.name);
+            let outcome = kiln_domain::protocol::ImageOutcome::Error { message };
+            let result = ImageResult::new(
+                image.clone(),
+                provider.clone(),
+                outcome,
+                self.job.stage.clone(),
+                step.name.clone(),
+            );
+            if let Err(e) = sh.report(result).await {
                 tracing::warn!(build = %sh.build, image, provider, error = %e, "cannot report the image result");
             }
         }

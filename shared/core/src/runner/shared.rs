@@ -1,39 +1,36 @@
 //! What every part of one job run shares: the sinks (with retries), the build's init log,
-//! the masker and the cancel flag.
+//! the masker, the cancel flag and the lease-lost flag.
 
 use super::RunnerConfig;
 use crate::sinks::{EventSink, IngestReply, LogSink, SinkError};
 use kiln_domain::event::CloudEvent;
 use kiln_domain::logs::LogStream;
 use kiln_domain::protocol::Masker;
+use kiln_domain::report::Report;
+use kiln_domain::retry::Backoff;
 use kiln_domain::{BuildId, StageName};
-use serde_json::Value;
 use std::collections::BTreeSet;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 use tokio::sync::{Mutex, watch};
 
-/// How many times a transient sink error is tried in all.
-const SINK_ATTEMPTS: u32 = 6;
-const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-
-/// Calls `f` until it succeeds, fails permanently, or `SINK_ATTEMPTS` transient failures.
-/// Each call must send the same request (same offset, same bytes, same event id).
+/// Calls `f` until it succeeds, fails permanently, or the shared transient policy
+/// ([`Backoff::TRANSIENT`]) gives up. Each call must send the same request (same offset,
+/// same bytes, same event id).
 pub(crate) async fn retry<T, F, Fut>(what: &str, mut f: F) -> Result<T, SinkError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, SinkError>>,
 {
-    let mut delay = FIRST_BACKOFF;
-    let mut attempt = 1;
+    let policy = Backoff::TRANSIENT;
+    let mut tries = 1;
     loop {
         match f().await {
-            Err(SinkError::Transient(e)) if attempt < SINK_ATTEMPTS => {
-                tracing::warn!(what, attempt, error = %e, "transient sink error; retrying");
-                tokio::time::sleep(delay).await;
-                delay *= 2;
-                attempt += 1;
+            Err(SinkError::Transient(e)) if policy.again(tries) => {
+                tracing::warn!(what, tries, error = %e, "transient sink error; retrying");
+                tokio::time::sleep(policy.delay(tries - 1)).await;
+                tries += 1;
             }
             r => return r,
         }
@@ -52,6 +49,9 @@ pub(crate) struct Shared {
     pub masker: RwLock<Masker>,
     /// Set by the caller's cancel signal or by an ingest reply.
     pub cancel: watch::Sender<bool>,
+    /// Set when another attempt took the lease: the steps are stopped (as for a cancel)
+    /// and nothing more is reported or logged for this attempt.
+    lost: AtomicBool,
     /// Sequence number of the next init log batch; the lock keeps batches in order.
     init_seq: Mutex<u64>,
     /// (image, provider) pairs the running step reported progress for and no result yet.
@@ -78,13 +78,10 @@ impl Shared {
             events,
             masker: RwLock::new(Masker::new()),
             cancel: watch::channel(false).0,
+            lost: AtomicBool::new(false),
             init_seq: Mutex::new(0),
             open_images: std::sync::Mutex::new(BTreeSet::new()),
         }
-    }
-
-    pub fn stage_subject(&self) -> String {
-        format!("stage/{}", self.stage)
     }
 
     pub fn step_subject(&self, step: &str) -> String {
@@ -93,6 +90,19 @@ impl Shared {
 
     pub fn is_canceled(&self) -> bool {
         *self.cancel.borrow()
+    }
+
+    pub fn is_lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
+    }
+
+    /// The lease is gone: from now on nothing is sent, and the steps are stopped.
+    pub fn lose_lease(&self) {
+        if !self.lost.swap(true, Ordering::SeqCst) {
+            tracing::warn!(build = %self.build, stage = %self.stage, attempt = self.attempt,
+                "another attempt took the lease: stopping, reporting nothing more");
+        }
+        self.cancel.send_replace(true);
     }
 
     pub fn note_reply(&self, reply: IngestReply) {
@@ -107,13 +117,17 @@ impl Shared {
         String::from_utf8_lossy(&m.mask(s.as_bytes())).into_owned()
     }
 
-    /// Builds and emits an event (retrying transient errors with the same id).
-    pub async fn emit(&self, ty: &str, subject: String, data: Value) -> Result<(), SinkError> {
-        let event = CloudEvent::new(ty, self.source.clone(), &self.build, data).with_subject(subject);
-        self.emit_event(event).await
+    /// Emits a report (retrying transient errors with the same id).
+    pub async fn report(&self, report: impl Into<Report>) -> Result<(), SinkError> {
+        self.emit_event(report.into().to_event(&self.build, self.source.clone())).await
     }
 
+    /// Emits an event; once the lease is lost, sends nothing (the next attempt reports).
     pub async fn emit_event(&self, event: CloudEvent) -> Result<(), SinkError> {
+        if self.is_lost() {
+            tracing::debug!(build = %self.build, r#type = %event.ty, "lease lost: not sent");
+            return Ok(());
+        }
         let ty = event.ty.clone();
         retry(&ty, || self.events.emit(event.clone())).await
     }
@@ -121,7 +135,7 @@ impl Shared {
     /// Appends lines to the build's init log (each gets a newline). Failures are logged,
     /// not returned: the init log is informative.
     pub async fn init_lines(&self, lines: &[String]) {
-        if lines.is_empty() {
+        if lines.is_empty() || self.is_lost() {
             return;
         }
         let mut text = String::new();
@@ -145,6 +159,9 @@ impl Shared {
 
     /// Marks a stream complete (retrying); failures are logged.
     pub async fn complete(&self, stream: &LogStream) {
+        if self.is_lost() {
+            return;
+        }
         match retry("complete log", || self.logs.complete(&self.build, stream)).await {
             Ok(reply) => self.note_reply(reply),
             Err(e) => {

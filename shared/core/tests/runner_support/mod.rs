@@ -234,7 +234,9 @@ pub fn config(root: &Path) -> RunnerConfig {
 
 pub fn ctx(mem: &Arc<Mem>, config: RunnerConfig) -> (RunnerCtx, watch::Sender<bool>) {
     let (tx, rx) = watch::channel(false);
-    (RunnerCtx { config, logs: mem.clone(), events: mem.clone(), cancel: rx }, tx)
+    // No heartbeat here: the lease is never lost.
+    let lease_lost = watch::channel(false).1;
+    (RunnerCtx { config, logs: mem.clone(), events: mem.clone(), cancel: rx, lease_lost }, tx)
 }
 
 pub fn step_key(stage: &str, step: &str, number: u32) -> String {
