@@ -7,7 +7,7 @@ use kiln_core::ingest::Ingest;
 use kiln_core::job::Job;
 use kiln_core::sinks::{EventSink, LogSink};
 use kiln_core::system::{Ports, QueueEventSink, SinkFactory, System, SystemConfig};
-use kiln_domain::event::{CloudEvent, now_ms, types};
+use kiln_domain::event::{CloudEvent, now_ms};
 use kiln_domain::logs::LogStream;
 use kiln_domain::state::{Build, Patch, Target, Transition};
 use kiln_domain::{BuildId, Repo, StageName, Status, StepName};
@@ -116,8 +116,7 @@ pub async fn wait_build(state: &dyn StateStore, id: &BuildId, limit: Duration) -
     let deadline = Instant::now() + limit;
     loop {
         if let Some(b) = state.get_build(id).await.map_err(err)?
-            && b.status.is_terminal()
-            && b.stages.iter().all(|s| s.status.is_terminal())
+            && b.is_settled()
         {
             return Ok(b);
         }
@@ -414,20 +413,30 @@ fn fanin_yaml(stages: usize, steps: usize) -> String {
 
 /// The reports a runner would send for a build that succeeds.
 fn reports(b: &Build) -> Vec<CloudEvent> {
-    let ev = |ty: &str, data: Value| CloudEvent::new(ty, "kiln://bench", &b.id, data);
-    let mut out =
-        vec![ev(types::BUILD_CREATED, json!({"repo": b.repo.to_string(), "stages": b.stages.len()}))];
+    use kiln_domain::report::{
+        BuildCreated, Report, StageFinished, StageOutcome, StageStarted, StepFinished, StepStarted,
+    };
+    let ev = |r: Report| r.to_event(&b.id, "kiln://bench");
+    let mut out = vec![ev(BuildCreated { repo: b.repo.to_string(), stages: b.stages.len() }.into())];
     for st in &b.stages {
-        out.push(ev(types::STAGE_STARTED, json!({"stage": st.name, "attempt": 1, "runner": "bench"})));
+        let stage = st.name.clone();
+        out.push(ev(StageStarted { stage: stage.clone(), attempt: 1, runner: Some("bench".into()) }.into()));
         for step in &st.steps {
-            let ids = json!({"stage": st.name, "step": step.name, "number": step.number, "attempt": 1});
-            out.push(ev(types::STEP_STARTED, ids.clone()));
-            let mut fin = ids;
-            fin["exit_code"] = json!(0);
-            fin["duration_ms"] = json!(1);
-            out.push(ev(types::STEP_FINISHED, fin));
+            let (name, number) = (step.name.clone(), step.number);
+            out.push(ev(StepStarted { stage: stage.clone(), step: name.clone(), number, attempt: 1 }.into()));
+            out.push(ev(StepFinished {
+                stage: stage.clone(),
+                step: name,
+                number,
+                attempt: 1,
+                exit_code: 0,
+                duration_ms: 1,
+                reason: None,
+            }
+            .into()));
         }
-        out.push(ev(types::STAGE_FINISHED, json!({"stage": st.name, "attempt": 1, "outcome": "completed"})));
+        let outcome = StageOutcome::Completed;
+        out.push(ev(StageFinished { stage, attempt: 1, outcome, reason: None }.into()));
     }
     out
 }

@@ -169,10 +169,12 @@ async fn follow_all(api: &ApiClient, id: &str, to_stderr: bool) -> Result<(), Cl
         if to_stderr { Box::new(std::io::stderr()) } else { Box::new(std::io::stdout().lock()) };
     loop {
         let build = api.build(id).await?;
-        let ended = build["status"].as_str().is_some_and(|s| !matches!(s, "pending" | "running"))
-            && build["stages"].as_array().is_some_and(|st| {
-                st.iter().all(|s| !matches!(s["status"].as_str(), Some("pending" | "running")))
-            });
+        let stages =
+            build["stages"].as_array().map(|st| st.iter().map(status_of).collect::<Option<Vec<_>>>());
+        let ended = match (status_of(&build), stages.flatten()) {
+            (Some(b), Some(st)) => kiln_domain::state::is_settled(b, st),
+            _ => false,
+        };
         let list = api.logs(id).await?;
         for l in list["logs"].as_array().cloned().unwrap_or_default() {
             let (Some(name), Some(url)) = (l["name"].as_str(), l["url"].as_str()) else { continue };
@@ -215,7 +217,7 @@ pub async fn events(api: &ApiClient, id: &str, json: bool, follow: bool) -> u8 {
                 return 0;
             }
             match api.build(id).await {
-                Ok(b) if !matches!(b["status"].as_str(), Some("pending" | "running")) => return 0,
+                Ok(b) if status_of(&b).is_some_and(kiln_domain::Status::is_terminal) => return 0,
                 Ok(_) => {}
                 Err(e) => return fail(e),
             }
@@ -247,4 +249,9 @@ pub async fn emit(api: &ApiClient, id: &str, ty: &str, data: Option<&str>, sourc
         }
         Err(e) => fail(e),
     }
+}
+
+/// The `status` of a build or stage view.
+fn status_of(v: &Value) -> Option<kiln_domain::Status> {
+    serde_json::from_value(v["status"].clone()).ok()
 }

@@ -130,7 +130,7 @@ pub async fn run(file: &Path, json: bool, data_dir: &Path, repo: &str) -> u8 {
                 return 1;
             }
         };
-        let done = b.status.is_terminal() && b.stages.iter().all(|s| s.status.is_terminal());
+        let done = b.is_settled();
         let mut cleared = !spinner;
         tail.poll(ports.logs.as_ref(), &id, done, |label, line| {
             if !cleared {

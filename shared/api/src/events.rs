@@ -56,7 +56,7 @@ pub fn validate(body: &[u8], build: &BuildId, caller: &Caller) -> Result<CloudEv
         problems.push(format!("\"kilnbuild\" is {b}, but the event was sent to build {build}"));
     }
     if let Some(Value::String(ty)) = obj.get("type")
-        && ty.starts_with("dev.kiln.")
+        && ty.starts_with(kiln_domain::event::RESERVED_PREFIX)
         && !matches!(caller, Caller::Runner(_))
     {
         problems.push(format!("type \"{ty}\" is reserved for Kiln itself"));

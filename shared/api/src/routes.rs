@@ -531,7 +531,7 @@ async fn tail(
     let max = q.max.unwrap_or(1 << 20).clamp(1, 8 << 20);
     let deadline = Instant::now() + Duration::from_secs(q.wait.unwrap_or(0).min(MAX_WAIT_SECS));
     loop {
-        let ended = build.status.is_terminal() && build.stages.iter().all(|s| s.status.is_terminal());
+        let ended = build.is_settled();
         let stream = match (&fixed, &name) {
             (Some(s), _) => Some(s.clone()),
             (None, Some(n)) => find_stream(st, &build.id, n, q.attempt).await?,
