@@ -11,7 +11,13 @@ use kiln_lambda::{Error, env, watchdog};
 use kiln_store::Received;
 use kiln_store_aws::SqsQueue;
 use lambda_runtime::{LambdaEvent, service_fn};
-use serde_json::{Value, json};
+use serde_json::Value;
+
+/// What a watchdog run answers: how many dead jobs it reported as failed.
+#[derive(serde::Serialize)]
+struct WatchdogRun {
+    reported: usize,
+}
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -30,10 +36,10 @@ async fn main() -> Result<(), Error> {
                 // A scheduled event: the watchdog.
                 let Some(dlq) = dlq.as_ref() else {
                     tracing::warn!("watchdog: {} is not set", env::JOBS_DLQ);
-                    return Ok(json!({ "reported": 0 }));
+                    return Ok(serde_json::to_value(WatchdogRun { reported: 0 })?);
                 };
                 let reported = watchdog::drain(dlq, ports.events.as_ref()).await?;
-                return Ok::<Value, Error>(json!({ "reported": reported }));
+                return Ok::<Value, Error>(serde_json::to_value(WatchdogRun { reported })?);
             }
             let sqs: SqsEvent = serde_json::from_value(event.payload)?;
             let batch = LambdaEvent::new(sqs, event.context);
