@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 /// Names of runner variables passed to steps, comma-separated (all modes).
 pub const PASS_ENV: &str = "KILN_PASS_ENV";
 /// The user steps run as when the runner is root: `UID` or `UID:GID` (default 65534,
-/// "nobody"); `root` (or `0`) keeps them root, which gives them the runner's keys.
+/// "nobody"); `root` (or `0`) runs them as the runner itself, which under a root runner
+/// gives them the runner's keys.
 pub const STEP_USER: &str = "KILN_STEP_USER";
 /// `PATH` of steps unless the pipeline sets one or the operator passes the runner's.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -102,12 +103,7 @@ impl StepEnvPolicy {
         let mut policy = Self::for_euid(euid);
         match var(STEP_USER).map(|v| v.trim().to_string()).filter(|v| !v.is_empty()) {
             None => {}
-            Some(v) if v == "root" || v == "0" || v == "0:0" => {
-                if euid != 0 {
-                    return Err(PolicyError::NotRoot(v, euid));
-                }
-                policy.user = None;
-            }
+            Some(v) if v == "root" || v == "0" || v == "0:0" => policy.user = None,
             Some(v) => {
                 let user = StepUser::parse(&v).ok_or_else(|| PolicyError::BadUser(v.clone()))?;
                 if euid != 0 && user.uid != euid {
@@ -331,10 +327,11 @@ mod tests {
     fn a_non_root_runner_cannot_switch_users() {
         let e = StepEnvPolicy::from_lookup(1000, &[], lookup(&[(STEP_USER, "65534")])).unwrap_err();
         assert_eq!(e, PolicyError::NotRoot("65534".into(), 1000));
-        assert!(StepEnvPolicy::from_lookup(1000, &[], lookup(&[(STEP_USER, "root")])).is_err());
-        // its own uid: nothing to switch
-        let p = StepEnvPolicy::from_lookup(1000, &[], lookup(&[(STEP_USER, "1000")])).unwrap();
-        assert_eq!(p.user, None);
+        // its own uid, or "as the runner": nothing to switch
+        for same in ["1000", "root"] {
+            let p = StepEnvPolicy::from_lookup(1000, &[], lookup(&[(STEP_USER, same)])).unwrap();
+            assert_eq!(p.user, None);
+        }
         let e = StepEnvPolicy::from_lookup(0, &[], lookup(&[(STEP_USER, "x:1")])).unwrap_err();
         assert_eq!(e, PolicyError::BadUser("x:1".into()));
     }
