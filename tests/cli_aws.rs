@@ -293,7 +293,9 @@ async fn a_job_that_kills_every_runner_is_dead_lettered_and_fails_its_build() {
     let dlq =
         resources.iter().find(|(k, _)| k == "KILN_JOBS_QUEUE").map(|(_, v)| format!("{v}-dlq")).unwrap();
     resources.push(("KILN_JOBS_DLQ".into(), dlq));
-    let env = [("KILN_LEASE_SECS", "2")];
+    // Steps stay root here: as "nobody" (the default under a root runner) a step cannot
+    // kill its runner, and this test needs one that does.
+    let env = [("KILN_LEASE_SECS", "2"), ("KILN_STEP_USER", "root")];
     let mut dev = Dev::start(&s, &resources, &env);
     // The step kills the process running it (its parent): a poison job for any runner.
     let id =

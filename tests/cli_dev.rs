@@ -251,7 +251,7 @@ async fn tokens_and_errors() {
 #[tokio::test(flavor = "multi_thread")]
 async fn cancel_stops_a_sleeping_step_within_two_seconds() {
     let dev = Dev::start();
-    let pid_file = dev.scratch.dir.path().join("pid");
+    let pid_file = dev.scratch.shared_dir().join("pid");
     let id = dev
         .submit(&format!(
             "version: \"1\"\nsteps:\n  - name: nap\n    commands: [\"echo $$ > {}; exec sleep 60\"]\n",

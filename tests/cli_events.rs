@@ -157,7 +157,7 @@ mod api {
     async fn external_events_start_instances_fan_in_and_stop_a_stage() {
         let s = Scratch::new();
         let dev = Dev::start(&s);
-        let pid_file = s.dir.path().join("pid");
+        let pid_file = s.shared_dir().join("pid");
         let yaml = format!(
             r#"version: "1"
 stages:

@@ -159,7 +159,7 @@ fn run_measuring_rss(s: &Scratch, file: &std::path::Path) -> (i32, serde_json::V
 #[test]
 fn fifty_megabytes_are_stored_byte_exact_with_bounded_memory() {
     let s = Scratch::new();
-    let copy = s.dir.path().join("printed.txt");
+    let copy = s.shared_dir().join("printed.txt");
     let p = s.pipeline(
         "p.yml",
         &format!(

@@ -3,6 +3,7 @@
 use kiln_api::auth::Auth;
 use kiln_api::client::HttpSinks;
 use kiln_api::{AppState, router};
+use kiln_core::runner::StepEnvPolicy;
 use kiln_core::system::{Ports, System, SystemConfig};
 use kiln_core::tokens::TokenSigner;
 use kiln_store::Queue;
@@ -116,6 +117,18 @@ pub async fn dev(addr: &str, token: Option<String>, data_dir: &Path, backend: Ba
     let base = format!("http://{local}");
     let mut config = SystemConfig::new(data_dir.join("workspaces"));
     config.signer = Some(signer.clone());
+    // Steps get an empty environment plus what KILN_PASS_ENV names; as "nobody" when root.
+    config.step_env = match StepEnvPolicy::from_env(&[]) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("kiln: {e}");
+            return 2;
+        }
+    };
+    // 0: this process runs no jobs (runners elsewhere poll the jobs queue: `runner --poll`).
+    if let Some(n) = std::env::var("KILN_RUNNER_SLOTS").ok().and_then(|v| v.trim().parse().ok()) {
+        config.runner_slots = n;
+    }
     // How long a runner's hold on a job lasts without renewal: after a crash, the job runs
     // again as the next attempt once both this and the message's visibility have passed.
     if let Some(secs) = std::env::var("KILN_LEASE_SECS").ok().and_then(|v| v.parse::<u64>().ok()) {

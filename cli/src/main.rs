@@ -36,6 +36,10 @@ enum Command {
         /// The repository the build is recorded under.
         #[arg(long, default_value = "local/local")]
         repo: String,
+        /// Pass this variable of kiln's environment to steps (repeatable; KILN_PASS_ENV
+        /// adds comma-separated names). Steps get nothing else of it.
+        #[arg(long = "pass-env", value_name = "NAME")]
+        pass_env: Vec<String>,
     },
     /// Compile a pipeline without running it: exit 0 with the plan, or 2 with every error.
     Validate {
@@ -50,8 +54,12 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8080")]
         addr: String,
         /// The admin token clients must send (generated and printed when not given).
+        /// Prefer KILN_TOKEN or --token-file: a command line is visible to every process.
         #[arg(long, env = "KILN_TOKEN", hide_env_values = true)]
         token: Option<String>,
+        /// Read the admin token from this file (wins over --token and KILN_TOKEN).
+        #[arg(long, env = "KILN_TOKEN_FILE", value_name = "PATH", value_parser = read_token_file)]
+        token_file: Option<String>,
         #[arg(long, default_value = ".kiln", env = "KILN_DATA_DIR")]
         data_dir: PathBuf,
         /// Where state, logs and queues live.
@@ -162,13 +170,28 @@ struct ApiArgs {
     /// The API's base URL, e.g. http://127.0.0.1:8080. Without it, commands read the data dir.
     #[arg(long = "api", env = "KILN_API")]
     url: Option<String>,
+    /// The API token. Prefer KILN_TOKEN or --token-file: a command line is visible to
+    /// every process of the machine.
     #[arg(long, env = "KILN_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Read the API token from this file (wins over --token and KILN_TOKEN).
+    #[arg(long, env = "KILN_TOKEN_FILE", value_name = "PATH", value_parser = read_token_file)]
+    token_file: Option<String>,
+}
+
+/// A token file's content, without surrounding whitespace.
+fn read_token_file(path: &str) -> Result<String, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    match text.trim() {
+        "" => Err(format!("{path} is empty")),
+        t => Ok(t.to_string()),
+    }
 }
 
 impl ApiArgs {
     fn client(&self) -> Option<ApiClient> {
-        self.url.as_deref().map(|u| ApiClient::new(u, self.token.as_deref().unwrap_or_default()))
+        let token = self.token_file.as_deref().or(self.token.as_deref());
+        self.url.as_deref().map(|u| ApiClient::new(u, token.unwrap_or_default()))
     }
 
     /// The client, or a message that this command needs one.
@@ -183,6 +206,10 @@ impl ApiArgs {
 }
 
 fn main() -> ExitCode {
+    // Before anything holds a key: steps of this user cannot read our memory or environ.
+    if let Err(e) = kiln_core::runner::protect_process() {
+        eprintln!("kiln: warning: cannot make this process non-dumpable: {e}");
+    }
     let cli = Cli::parse();
     init_tracing();
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -194,10 +221,12 @@ fn main() -> ExitCode {
     };
     let code = rt.block_on(async {
         match cli.command {
-            Command::Run { file, json, data_dir, repo } => run::run(&file, json, &data_dir, &repo).await,
+            Command::Run { file, json, data_dir, repo, pass_env } => {
+                run::run(&file, json, &data_dir, &repo, &pass_env).await
+            }
             Command::Validate { file, json } => run::validate(&file, json),
-            Command::Dev { addr, token, data_dir, backend } => {
-                dev::dev(&addr, token, &data_dir, backend).await
+            Command::Dev { addr, token, token_file, data_dir, backend } => {
+                dev::dev(&addr, token_file.or(token), &data_dir, backend).await
             }
             Command::Submit { file, repo, follow, json, api } => match api.require("submit") {
                 Ok(c) => remote::submit(&c, &file, &repo, follow, json).await,

@@ -3,6 +3,7 @@
 use crate::lines::write_labelled;
 use crate::local::{self, Tail};
 use crate::render;
+use kiln_core::runner::StepEnvPolicy;
 use kiln_core::submit::SubmitError;
 use kiln_core::system::{System, SystemConfig};
 use kiln_domain::compile::{CompileError, compile};
@@ -66,7 +67,7 @@ pub fn validate(file: &Path, json: bool) -> u8 {
     }
 }
 
-pub async fn run(file: &Path, json: bool, data_dir: &Path, repo: &str) -> u8 {
+pub async fn run(file: &Path, json: bool, data_dir: &Path, repo: &str, pass_env: &[String]) -> u8 {
     let source = match read_pipeline(file) {
         Ok(s) => s,
         Err(code) => return code,
@@ -82,7 +83,15 @@ pub async fn run(file: &Path, json: bool, data_dir: &Path, repo: &str) -> u8 {
             return 1;
         }
     };
-    let system = System::start(ports.clone(), SystemConfig::new(data_dir.join("workspaces")));
+    let mut config = SystemConfig::new(data_dir.join("workspaces"));
+    config.step_env = match StepEnvPolicy::from_env(pass_env) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("kiln: {e}");
+            return 2;
+        }
+    };
+    let system = System::start(ports.clone(), config);
     let build = match system.submit(repo, &source).await {
         Ok(b) => b,
         Err(SubmitError::Invalid(errors)) => {

@@ -22,6 +22,17 @@ impl Scratch {
         self.dir.path().join("data")
     }
 
+    /// A directory of the scratch dir that steps can write to whatever user they run as
+    /// (a root runner runs them as "nobody"): for pid files and the like.
+    pub fn shared_dir(&self) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let d = self.dir.path().join("shared");
+        std::fs::create_dir_all(&d).expect("create the shared dir");
+        std::fs::set_permissions(self.dir.path(), std::fs::Permissions::from_mode(0o711)).expect("chmod");
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
+        d
+    }
+
     /// Writes a pipeline file and returns its path.
     pub fn pipeline(&self, name: &str, yaml: &str) -> PathBuf {
         let p = self.dir.path().join(name);

@@ -7,6 +7,7 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use kiln_api::client::HttpSinks;
 use kiln_core::ingest::Ingest;
 use kiln_core::queues::{Order as QueueOrder, serve};
+use kiln_core::runner::StepEnvPolicy;
 use kiln_core::system::{DirectSinks, JobWorker, Ports, QueueEventSink, SinkFactory, SystemConfig};
 use kiln_lambda::batch::{Order, handle};
 use kiln_lambda::{Error, env};
@@ -20,6 +21,8 @@ const SLOTS: &str = "KILN_RUNNER_SLOTS";
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
+    // Before the keys are read: steps (same user on Lambda) cannot read our environ.
+    kiln_core::runner::protect_process()?;
     kiln_lambda::init_tracing();
     let poll = std::env::args().skip(1).any(|a| a == "--poll");
     let settings = env::Settings::from_env()?;
@@ -27,6 +30,9 @@ async fn main() -> Result<(), Error> {
     let workspace = std::env::var(env::WORKSPACE).map(PathBuf::from).unwrap_or_else(|_| "/tmp/kiln".into());
     let mut config = SystemConfig::new(workspace);
     config.signer = Some(settings.signer);
+    // Steps start from an empty environment: no AWS credentials, no runtime-API variables,
+    // only what KILN_PASS_ENV names; as "nobody" when this runner is root (a container).
+    config.step_env = StepEnvPolicy::from_env(&[])?;
     let sinks: Arc<dyn SinkFactory> = match settings.api_url {
         // Logs and events over HTTP with the job's token, as on Lambda.
         Some(base) => Arc::new(HttpSinks { base }),

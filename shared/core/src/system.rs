@@ -6,7 +6,7 @@ use crate::fanin::handle_event;
 use crate::ingest::Ingest;
 use crate::job::Job;
 use crate::queues::{DispatchRequest, HandleError, Order, send_event, serve};
-use crate::runner::{RunnerConfig, RunnerCtx, RunnerError, run_job};
+use crate::runner::{RunnerConfig, RunnerCtx, RunnerError, StepEnvPolicy, run_job};
 use crate::sinks::{EventSink, LogSink, SinkError};
 use crate::submit::{SubmitError, submit};
 use crate::tokens::TokenSigner;
@@ -66,6 +66,8 @@ pub struct SystemConfig {
     pub kill_grace: Duration,
     /// Signs runner tokens into jobs (for runners that talk HTTP).
     pub signer: Option<TokenSigner>,
+    /// The environment and user of steps.
+    pub step_env: StepEnvPolicy,
 }
 
 impl SystemConfig {
@@ -77,6 +79,7 @@ impl SystemConfig {
             flush_interval: Duration::from_millis(kiln_domain::logs::DEFAULT_FLUSH_INTERVAL_MS),
             kill_grace: Duration::from_secs(5),
             signer: None,
+            step_env: StepEnvPolicy::default(),
         }
     }
 }
@@ -149,6 +152,9 @@ impl System {
             },
         ));
 
+        if config.runner_slots == 0 {
+            return Self { ports, shutdown, tasks }; // jobs are left to runners elsewhere
+        }
         let worker = Arc::new(JobWorker {
             state: ports.state.clone(),
             jobs: ports.jobs.clone(),
@@ -266,6 +272,7 @@ impl JobWorker {
                 flush_interval: self.config.flush_interval,
                 max_batch_bytes: kiln_domain::logs::MAX_BATCH_BYTES,
                 kill_grace: self.config.kill_grace,
+                step_env: self.config.step_env.clone(),
             },
             logs,
             events: events.clone(),

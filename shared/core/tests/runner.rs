@@ -530,3 +530,61 @@ async fn lone_lines_go_out_at_once_and_busy_streams_once_per_interval() {
         format!("lone\n{}", (1..=30).map(|i| format!("{i}\n")).collect::<String>())
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn steps_start_from_a_clean_environment_as_the_policy_user() {
+    // Cargo sets this for the test process: the runner has it, steps must not.
+    assert!(std::env::var_os("CARGO_MANIFEST_DIR").is_some());
+    let dir = tempfile::tempdir().unwrap(); // 0700: a step user other than us cannot reach it
+    let mem = Mem::new();
+    let mut s = step(
+        "env",
+        1,
+        &[
+            "env | cut -d= -f1 | sort | tr '\\n' ' '; echo",
+            "echo \"uid $(id -u) groups $(id -G)\"",
+            r#"touch "$HOME/h" "$TMPDIR/t" "$KILN_WORKSPACE/w" && echo writable"#,
+            r#"echo "$LANG $TZ $PASSED""#,
+        ],
+    );
+    s.env.insert("OWN".into(), "1".into());
+    let job = job("t", vec![s]);
+    let mut config = config(&dir.path().join("ws"));
+    config.step_env = kiln_core::runner::StepEnvPolicy::default(); // nobody when we are root
+    config.step_env.passed = vec![("PASSED".into(), "p".into())];
+    let user = config.step_env.user;
+    let (ctx, _c) = ctx(&mem, config);
+    let out = run_job(&job, 1, &ctx).await.unwrap();
+    assert!(out.succeeded(), "{out:?} {}", mem.init_text());
+    let log = mem.log_str(&step_key("t", "env", 1));
+    let mut lines = log.lines();
+    let names: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    let expected = [
+        "HOME",
+        "KILN_ATTEMPT",
+        "KILN_BUILD_ID",
+        "KILN_REPO",
+        "KILN_STAGE",
+        "KILN_STEP",
+        "KILN_WORKSPACE",
+        "LANG",
+        "OWN",
+        "PASSED",
+        "PATH",
+        "PWD",
+        "SHELL",
+        "TMPDIR",
+        "TZ",
+    ];
+    let rest: Vec<&str> = names.iter().copied().filter(|n| !matches!(*n, "USER" | "LOGNAME")).collect();
+    assert_eq!(rest, expected, "{log}");
+    // SAFETY: no preconditions.
+    let me = unsafe { libc::geteuid() };
+    let (uid, gid) = user.map_or((me, unsafe { libc::getegid() }), |u| (u.uid, u.gid));
+    assert_eq!(lines.next(), Some(format!("uid {uid} groups {gid}").as_str()), "{log}");
+    assert_eq!(lines.next(), Some("writable"), "{log}");
+    assert_eq!(lines.next(), Some("C.UTF-8 UTC p"), "{log}");
+    if me == 0 {
+        assert!(mem.init_text().contains("steps run as uid 65534 gid 65534"), "{}", mem.init_text());
+    }
+}

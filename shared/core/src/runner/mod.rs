@@ -17,8 +17,11 @@
 mod batcher;
 mod env;
 mod process;
+mod sandbox;
 mod services;
 mod shared;
+
+pub use sandbox::{PolicyError, StepEnvPolicy, StepUser, protect_process};
 
 use crate::job::Job;
 use crate::sinks::{EventSink, LogSink, SinkError};
@@ -54,6 +57,8 @@ pub struct RunnerConfig {
     pub max_batch_bytes: usize,
     /// Between SIGTERM and SIGKILL when a process group is stopped (default 5 s).
     pub kill_grace: Duration,
+    /// The environment and user of steps and services.
+    pub step_env: StepEnvPolicy,
 }
 
 impl RunnerConfig {
@@ -64,6 +69,7 @@ impl RunnerConfig {
             flush_interval: Duration::from_millis(DEFAULT_FLUSH_INTERVAL_MS),
             max_batch_bytes: MAX_BATCH_BYTES,
             kill_grace: Duration::from_secs(5),
+            step_env: StepEnvPolicy::default(),
         }
     }
 
@@ -247,15 +253,27 @@ impl Stage<'_> {
         sh.report(started).await.map_err(Self::emit_err(types::STAGE_STARTED))?;
 
         let mut init = vec![format!("[{stage}] attempt {attempt} on runner {}", sh.config.runner_id)];
-        let ws = workspace_path(&sh.config.workspace_root, job, attempt);
-        if let Err(e) = fresh_dir(&ws).await {
-            let reason = format!("cannot create the workspace {}: {e}", ws.display());
-            init.push(format!("[{stage}] {reason}"));
-            sh.init_lines(&init).await;
-            self.finish_stage(StageOutcome::Failed, Some(reason.clone())).await?;
-            return Ok(self.outcome(StageOutcome::Failed, Some(reason), Vec::new()));
-        }
+        let planned = workspace_path(&sh.config.workspace_root, job, attempt);
+        let (root, user) = (sh.config.workspace_root.clone(), sh.config.step_env.user);
+        let made = {
+            let planned = planned.clone();
+            tokio::task::spawn_blocking(move || sandbox::JobArea::create(&root, &planned, user)).await
+        };
+        let area = match made.unwrap_or_else(|e| Err(std::io::Error::other(e))) {
+            Ok(area) => area,
+            Err(e) => {
+                let reason = format!("cannot create the workspace {}: {e}", planned.display());
+                init.push(format!("[{stage}] {reason}"));
+                sh.init_lines(&init).await;
+                self.finish_stage(StageOutcome::Failed, Some(reason.clone())).await?;
+                return Ok(self.outcome(StageOutcome::Failed, Some(reason), Vec::new()));
+            }
+        };
+        let ws = area.workspace.clone();
         init.push(format!("[{stage}] workspace {}", ws.display()));
+        if let Some(u) = user {
+            init.push(format!("[{stage}] steps run as uid {} gid {}", u.uid, u.gid));
+        }
 
         // The variables every process of the stage gets.
         let mut fixed = vec![
@@ -270,21 +288,28 @@ impl Stage<'_> {
             fixed.push((PROVIDERS_ENV.to_string(), p.clone()));
         }
         let mut event_vars = Vec::new();
-        let event_file = event_file_path(&ws);
+        let event_file = area.event_file.clone();
         if let Some(event) = &job.trigger_event {
             event_vars = env::event_vars(event);
             let text = serde_json::to_vec_pretty(event).unwrap_or_default();
-            match tokio::fs::write(&event_file, text).await {
+            match tokio::fs::write(&event_file, text).await.and_then(|()| area.give(&event_file)) {
                 Ok(()) => fixed.push(("KILN_EVENT_PATH".to_string(), event_file.display().to_string())),
                 Err(e) => {
                     init.push(format!("[{stage}] cannot write the event file {}: {e}", event_file.display()))
                 }
             }
         }
-        let base = [env::pairs(&job.env), env::pairs(&job.plan.env)];
+        // Nothing of the runner's own environment but what the policy names.
+        let base = [
+            sh.config.step_env.base_env(&area.home, &area.tmp),
+            env::pairs(&job.env),
+            env::pairs(&job.plan.env),
+        ];
         let mut warnings = Vec::new();
-        let stage_env =
-            env::layered([&base[0][..], &base[1][..], &event_vars[..], &fixed[..]], &mut warnings);
+        let stage_env = env::layered(
+            [&base[0][..], &base[1][..], &base[2][..], &event_vars[..], &fixed[..]],
+            &mut warnings,
+        );
         let names: Vec<&str> = stage_env.iter().map(|(k, _)| k.as_str()).collect();
         init.push(format!("[{stage}] environment: {}", names.join(", ")));
         for step in job.plan.steps.iter().filter(|s| !s.env.is_empty()) {
@@ -307,13 +332,7 @@ impl Stage<'_> {
         let result = self.run_steps(&ws, &env).await;
 
         self.stop_services(services).await;
-        if let Err(e) = tokio::fs::remove_dir_all(&ws).await {
-            tracing::warn!(workspace = %ws.display(), error = %e, "cannot remove the workspace");
-        }
-        let _ = tokio::fs::remove_file(&event_file).await;
-        if let Some(parent) = ws.parent() {
-            let _ = tokio::fs::remove_dir(parent).await; // only when empty: other stages may run
-        }
+        let _ = tokio::task::spawn_blocking(move || area.remove()).await;
 
         let (steps, outcome) = result?;
         self.finish_stage(outcome, None).await?;
@@ -388,7 +407,7 @@ impl Stage<'_> {
         let spawned = std::io::pipe().and_then(|(reader, writer)| {
             let task =
                 start_stream(sh.clone(), stream, label.clone(), Directives::Step(step.name.clone()), reader)?;
-            Ok((task, spawn_shell(&step.commands, ws, &vars, writer)))
+            Ok((task, spawn_shell(&step.commands, ws, &vars, sh.config.step_env.user, writer)))
         });
         let (exit_code, reason, stop) = match spawned {
             Ok((mut task, Ok(mut child))) => {
@@ -487,9 +506,10 @@ impl Stage<'_> {
 }
 
 /// The environment layers of a stage; a step's or service's own variables go over the
-/// pipeline's and stage's, under the event's and Kiln's.
+/// pipeline's and stage's (which go over the policy's neutral ones), under the event's and
+/// Kiln's.
 struct Env {
-    base: [Vec<(String, String)>; 2],
+    base: [Vec<(String, String)>; 3],
     event_vars: Vec<(String, String)>,
     fixed: Vec<(String, String)>,
 }
@@ -501,7 +521,8 @@ impl Env {
         fixed: &[(String, String)],
         warnings: &mut Vec<String>,
     ) -> Vec<(String, String)> {
-        env::layered([&self.base[0][..], &self.base[1][..], own, &self.event_vars[..], fixed], warnings)
+        let [neutral, pipeline, stage] = &self.base;
+        env::layered([&neutral[..], &pipeline[..], &stage[..], own, &self.event_vars[..], fixed], warnings)
     }
 }
 
@@ -519,21 +540,4 @@ async fn end_group(sh: &Shared, pgid: i32, stream: &mut StreamTask, label: &str)
         ))
         .await;
     }
-}
-
-/// The trigger event's JSON file, beside the workspace (not in it: a workspace starts
-/// empty, so that `git clone URL .` works).
-fn event_file_path(ws: &Path) -> PathBuf {
-    let mut name = ws.file_name().unwrap_or_default().to_os_string();
-    name.push(".event.json");
-    ws.with_file_name(name)
-}
-
-async fn fresh_dir(dir: &Path) -> std::io::Result<()> {
-    match tokio::fs::remove_dir_all(dir).await {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    tokio::fs::create_dir_all(dir).await
 }

@@ -1,6 +1,7 @@
 //! Spawning `/bin/sh -e -c` in its own process group with stdout and stderr on one pipe,
 //! and ending process groups: SIGTERM, then SIGKILL after a grace period.
 
+use super::sandbox::StepUser;
 use std::io::PipeWriter;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
@@ -9,11 +10,13 @@ use std::time::Duration;
 use tokio::process::{Child, Command};
 
 /// Spawns the commands (joined by newlines) as one `/bin/sh -e -c` script in a new
-/// process group, stdin from /dev/null, stdout and stderr both to `out`.
+/// process group, stdin from /dev/null, stdout and stderr both to `out`, with exactly the
+/// environment `env` (nothing of the runner's own) and as `user` when given.
 pub(crate) fn spawn_shell(
     commands: &[String],
     cwd: &Path,
     env: &[(String, String)],
+    user: Option<StepUser>,
     out: PipeWriter,
 ) -> std::io::Result<Child> {
     let err = out.try_clone()?;
@@ -22,12 +25,18 @@ pub(crate) fn spawn_shell(
         .arg("-c")
         .arg(commands.join("\n"))
         .current_dir(cwd)
+        .env_clear()
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::from(out))
         .stderr(Stdio::from(err))
         .process_group(0)
         .kill_on_drop(true);
+    if let Some(u) = user {
+        // The child sets its group, then its user, before exec; std drops the
+        // supplementary groups (setgroups(0)) on the way when we are root.
+        cmd.gid(u.gid).uid(u.uid);
+    }
     cmd.spawn()
     // `cmd` is dropped here, closing our copies of the pipe's write end: the reader sees
     // end-of-file once every process of the group has closed it.

@@ -41,7 +41,7 @@ impl Stage<'_> {
         let (reader, writer) = std::io::pipe()?;
         let label = format!("{stage}/{}", svc.name);
         let stream = start_stream(sh.clone(), stream, label, Directives::MaskOnly, reader)?;
-        let mut child = match spawn_shell(&svc.commands, ws, &vars, writer) {
+        let mut child = match spawn_shell(&svc.commands, ws, &vars, sh.config.step_env.user, writer) {
             Ok(c) => c,
             Err(e) => {
                 // The write end is closed: the stream ends and completes by itself.

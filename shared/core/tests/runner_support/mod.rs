@@ -229,6 +229,9 @@ pub fn job(stage: &str, steps: Vec<StepPlan>) -> Job {
 pub fn config(root: &Path) -> RunnerConfig {
     let mut c = RunnerConfig::new("test-runner", root);
     c.kill_grace = Duration::from_secs(2);
+    // Steps here write pid files into the test's own 0700 temp dir: they run as the test
+    // does. The step user (root runners) is tested in runner.rs and tests/cli_security.rs.
+    c.step_env.user = None;
     c
 }
 
