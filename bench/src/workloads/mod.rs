@@ -1,5 +1,6 @@
 //! The workloads, one file each: `latency` (log latency), `dispatch`, `fanin`, `logs`
-//! (throughput and memory, in a child process), `cost` (per reference build), `compile`.
+//! (throughput and memory, in a child process), `cost` (per reference build), `compile`,
+//! `stop` (cancel, step timeout and parallel stages).
 //! Each returns its section of the report. This file holds what they share: sizes,
 //! backends, and waiting for and reading builds.
 
@@ -9,6 +10,7 @@ mod dispatch;
 mod fanin;
 mod latency;
 mod logs;
+mod stop;
 
 pub use compile::compile;
 pub use cost::cost;
@@ -16,6 +18,7 @@ pub use dispatch::dispatch;
 pub use fanin::fanin;
 pub use latency::log_latency;
 pub use logs::{logs, logs_child};
+pub use stop::stop;
 
 use kiln_core::system::{Ports, SystemConfig};
 use kiln_domain::logs::LogStream;
@@ -56,6 +59,7 @@ pub struct Params {
     pub ref_secs: u64,
     pub compile_stages: usize,
     pub compile_runs: usize,
+    pub stop_runs: usize,
 }
 
 impl Params {
@@ -67,6 +71,7 @@ impl Params {
             "fanin_steps": self.fanin_steps, "logs_mb": self.logs_mb, "ref_stages": self.ref_stages,
             "ref_steps": self.ref_steps, "ref_lines": self.ref_lines, "ref_secs": self.ref_secs,
             "compile_stages": self.compile_stages, "compile_runs": self.compile_runs,
+            "stop_runs": self.stop_runs,
         })
     }
 }
