@@ -1,5 +1,5 @@
-//! 7. Stopping and parallelism: a cancel until the step's process is gone, how far a step
-//! runs past its timeout, and two stages side by side. The end-to-end tests check that
+//! Workload 7, stopping and parallelism: a cancel until the step's process is gone, how far
+//! a step runs past its timeout, and two stages side by side. The end-to-end tests check that
 //! these happen (with bounds that only catch a hang); how fast they happen is measured here.
 
 use super::{Backend, Params, Res, ensure_succeeded, err, wait_build};
