@@ -1,12 +1,12 @@
 //! `kiln dev` end to end: a real server process, real HTTP, the CLI's client commands.
 
 mod common;
-use common::{Scratch, repo_root};
+use common::{HANG, Scratch, release, repo_root, wait_for_file};
 use kiln_core::tokens::TokenSigner;
 use kiln_domain::BuildId;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 const TOKEN: &str = "test-admin-token";
 const SIGNING_KEY: &str = "test-signing-key";
@@ -93,7 +93,7 @@ impl Dev {
             if !matches!(b["status"].as_str(), Some("pending" | "running")) {
                 return b;
             }
-            assert!(started.elapsed() < Duration::from_secs(60), "build {id} did not end: {b}");
+            assert!(started.elapsed() < HANG, "build {id} did not end: {b}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -110,10 +110,6 @@ impl Drop for Dev {
 unsafe extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, sig: i32) -> i32;
-}
-
-fn now_secs() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -153,25 +149,30 @@ steps:
     assert_eq!(out.status.code(), Some(1));
 }
 
+/// The step holds still after its line until the client has it: a tailing client gets a
+/// line while the step runs. (How soon: the benchmark's log latency figures.)
 #[tokio::test(flavor = "multi_thread")]
-async fn a_tailing_client_gets_a_printed_line_within_a_second_and_a_half() {
+async fn a_tailing_client_gets_a_printed_line_while_the_step_runs() {
     let dev = Dev::start();
+    let gate = dev.scratch.dir.path().join("line-seen");
     let id = dev
-        .submit(
+        .submit(&format!(
             r#"version: "1"
 steps:
   - name: slow
     commands:
-      - sleep 1
-      - echo "first $(date +%s.%N)"
-      - sleep 3
-      - echo "second"
+      - echo first
+      - {}
+      - echo second
 "#,
-        )
+            wait_for_file(&gate)
+        ))
         .await;
+    let started = Instant::now();
     let mut offset = 0u64;
     let mut got = Vec::new();
-    let first_at = loop {
+    loop {
+        assert!(started.elapsed() < HANG, "no line after {:?}", started.elapsed());
         let resp = dev
             .http()
             .get(format!("{}/v1/builds/{id}/logs/default/slow?offset={offset}&wait=20", dev.url))
@@ -183,15 +184,14 @@ steps:
         offset = resp.headers()["kiln-next-offset"].to_str().unwrap().parse().unwrap();
         got.extend_from_slice(&resp.bytes().await.unwrap());
         if got.contains(&b'\n') {
-            break now_secs();
+            break;
         }
-    };
-    let text = String::from_utf8(got).unwrap();
-    let printed: f64 = text.trim().strip_prefix("first ").unwrap().parse().unwrap();
-    let latency = first_at - printed;
-    eprintln!("tailing client saw the line {latency:.3} s after it was printed");
-    assert!(latency < 1.5, "line took {latency:.3} s");
+    }
+    assert_eq!(got, b"first\n");
     assert_eq!(dev.build(&id).await["status"], "running", "the step is still running");
+    release(&gate);
+    let b = dev.wait_ended(&id).await;
+    assert_eq!(b["status"], "succeeded", "{b}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -249,12 +249,12 @@ async fn tokens_and_errors() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn cancel_stops_a_sleeping_step_within_two_seconds() {
+async fn cancel_stops_a_sleeping_step_and_its_process() {
     let dev = Dev::start();
     let pid_file = dev.scratch.shared_dir().join("pid");
     let id = dev
         .submit(&format!(
-            "version: \"1\"\nsteps:\n  - name: nap\n    commands: [\"echo $$ > {}; exec sleep 60\"]\n",
+            "version: \"1\"\nsteps:\n  - name: nap\n    commands: [\"echo $$ > {}; exec sleep 600\"]\n",
             pid_file.display()
         ))
         .await;
@@ -265,7 +265,7 @@ async fn cancel_stops_a_sleeping_step_within_two_seconds() {
         {
             break p;
         }
-        assert!(started.elapsed() < Duration::from_secs(20), "step never started");
+        assert!(started.elapsed() < HANG, "step never started");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let proc_dir = std::path::PathBuf::from(format!("/proc/{pid}"));
@@ -280,8 +280,9 @@ async fn cancel_stops_a_sleeping_step_within_two_seconds() {
             break;
         }
         assert!(
-            asked.elapsed() < Duration::from_secs(2),
-            "not canceled within 2 s: {b} (process alive: {})",
+            asked.elapsed() < HANG,
+            "not canceled after {:?}: {b} (process alive: {})",
+            asked.elapsed(),
             proc_dir.exists()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -2,7 +2,7 @@
 //! fan-in sets), stopped by events, event data only in the environment, build timeouts.
 
 mod common;
-use common::{Scratch, repo_root};
+use common::{HANG, Scratch, repo_root};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
@@ -56,13 +56,13 @@ fn a_build_timeout_ends_a_build_that_would_run_on() {
     let started = Instant::now();
     let (code, doc) = s.run_json(&p, &[]);
     assert_eq!(code, 1);
-    assert!(started.elapsed() < Duration::from_secs(15), "took {:?}", started.elapsed());
+    assert!(started.elapsed() < HANG, "took {:?}", started.elapsed());
     assert_eq!(doc["status"], "failed");
     let reason = doc["stages"][0]["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("build timed out"), "{doc:#}");
 }
 
-/// The API side: external events, fan-in sets, delete within 2 s, 400s for bad events.
+/// The API side: external events, fan-in sets, delete stops a stage, 400s for bad events.
 mod api {
     use super::*;
     use std::io::{BufRead, BufReader};
@@ -131,7 +131,7 @@ mod api {
             self.http.get(url).bearer_auth(TOKEN).send().await.unwrap().bytes().await.unwrap().to_vec()
         }
 
-        /// Waits until `pred` holds for the build (at most 30 s).
+        /// Waits until `pred` holds for the build (a hang-catching deadline).
         async fn until(&self, id: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
             let started = Instant::now();
             loop {
@@ -139,7 +139,7 @@ mod api {
                 if pred(&b) {
                     return b;
                 }
-                assert!(started.elapsed() < Duration::from_secs(30), "timed out waiting for {what}: {b:#}");
+                assert!(started.elapsed() < HANG, "timed out waiting for {what}: {b:#}");
                 tokio::time::sleep(Duration::from_millis(25)).await;
             }
         }
@@ -165,7 +165,7 @@ stages:
     on: [{{ event: done, policy: delete }}]
     steps:
       - name: idle
-        commands: ["echo $$ > {}; exec sleep 60"]
+        commands: ["echo $$ > {}; exec sleep 600"]
   greet:
     on: [{{ event: hello }}]
     steps:
@@ -209,7 +209,8 @@ stages:
         assert_eq!(dev.log(&id, "greet#2", "say").await, b"\"; rm -rf / #|$(id)\n");
         assert_eq!(dev.log(&id, "pair#1", "both").await, b"L2 R\n");
 
-        // `done` stops the waiting stage within 2 s; stopped is not a failure
+        // `done` stops the waiting stage and its process; stopped is not a failure. (How
+        // fast: the benchmark's stop figures.)
         let pid: u32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
         let proc_dir = std::path::PathBuf::from(format!("/proc/{pid}"));
         assert!(proc_dir.exists());
@@ -217,12 +218,10 @@ stages:
         assert_eq!(dev.emit(&id, "done", json!({})).await, 202);
         dev.until(&id, "wait to stop", |b| stage(b, "wait").is_some_and(|s| s["status"] == "stopped")).await;
         while proc_dir.exists() {
-            assert!(sent.elapsed() < Duration::from_secs(2), "the step's process outlived the stop");
+            assert!(sent.elapsed() < HANG, "the step's process outlived the stop");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let took = sent.elapsed();
-        eprintln!("delete event stopped the stage and its process in {took:?}");
-        assert!(took < Duration::from_secs(2), "{took:?}");
+        eprintln!("delete event stopped the stage and its process in {:?}", sent.elapsed());
         let b = dev.until(&id, "the build to end", |b| b["status"] != "running").await;
         assert_eq!(b["status"], "succeeded", "{b:#}");
     }

@@ -43,7 +43,7 @@ struct Args {
     /// Smaller workloads (about a minute on the local backend).
     #[arg(long)]
     quick: bool,
-    /// Run only these workloads (comma-separated: latency,dispatch,fanin,logs,cost,compile).
+    /// Run only these workloads (comma-separated: latency,dispatch,fanin,logs,cost,compile,stop).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Seconds of the 1 line/s and 100 lines/s log-latency steps.
@@ -121,6 +121,7 @@ fn params(a: &Args) -> Params {
         ref_secs: a.ref_secs.unwrap_or(10),
         compile_stages: 1000,
         compile_runs: if q { 3 } else { 7 },
+        stop_runs: if q { 3 } else { 10 },
     }
 }
 
@@ -165,6 +166,9 @@ fn table(r: &Value) -> String {
         ("runner peak RSS (MiB)", "logs.runner_peak_rss_mib", "< 64"),
         ("reference build (USD)", "cost.reference_build_usd", "< 0.001"),
         ("compile 1000 stages (ms)", "compile.ms_1000_stages", "-"),
+        ("cancel, process gone p50 (ms)", "stop.cancel_p50_ms", "< 2000"),
+        ("step timeout overrun p50 (ms)", "stop.step_timeout_overrun_p50_ms", "-"),
+        ("two parallel 1 s stages (ms)", "stop.parallel_two_1s_stages_wall_p50_ms", "< 2000"),
     ];
     let mut s = format!("{:<30} {:>14}  {}\n", "figure", "value", "target");
     for (label, path, target) in rows {
@@ -199,7 +203,7 @@ async fn run(a: &Args) -> Result<Value, String> {
     let mut report = json!({ "metadata": metadata(a, &p) });
     let started = Instant::now();
     let mut timings = serde_json::Map::new();
-    for name in ["compile", "fanin", "dispatch", "latency", "logs", "cost"] {
+    for name in ["compile", "fanin", "dispatch", "latency", "logs", "cost", "stop"] {
         if !wants(name) {
             continue;
         }
@@ -211,6 +215,7 @@ async fn run(a: &Args) -> Result<Value, String> {
             "dispatch" => workloads::dispatch(&backend, &p).await,
             "latency" => workloads::log_latency(&backend, &p).await,
             "logs" => workloads::logs(&backend, &p).await,
+            "stop" => workloads::stop(&backend, &p).await,
             _ => workloads::cost(&backend, &p).await,
         };
         // A workload that fails is reported as such; the others still run.

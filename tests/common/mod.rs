@@ -3,6 +3,27 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
+
+/// How long a test waits for something that should take a second or two: long enough that
+/// only a hang trips it on a loaded machine. How fast things are is measured by the
+/// benchmark (bench/), not asserted here.
+pub const HANG: Duration = Duration::from_secs(60);
+
+/// A shell command that holds a step until `file` exists, so a test can keep a step
+/// running until it has seen what it waits for. After a minute it gives up and fails the
+/// step (exit 9), so a test that never releases it does not hang.
+pub fn wait_for_file(file: &Path) -> String {
+    format!(
+        "i=0; until [ -e {} ]; do i=$((i+1)); if [ $i -gt 1200 ]; then exit 9; fi; sleep 0.05; done",
+        file.display()
+    )
+}
+
+/// Creates `file`: releases a step held by [`wait_for_file`].
+pub fn release(file: &Path) {
+    std::fs::write(file, b"").expect("write release file");
+}
 
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("cli/ has a parent").to_path_buf()

@@ -686,37 +686,181 @@ fn invalid_fixtures_match_expected() {
     assert!(checked >= 18, "only {checked} fixtures");
 }
 
-// ----- property test ----------------------------------------------------------------------
+// ----- property tests ---------------------------------------------------------------------
+//
+// `proptest` draws a pipeline description (`PipelineSpec`), which is rendered to YAML; a
+// failing case is shrunk to a small pipeline before it is reported. The seed is fixed, so
+// every run checks the same cases.
 
-/// xorshift64*: tiny, deterministic, good enough to shuffle pipelines.
-struct Rng(u64);
+use proptest::prelude::*;
+use proptest::sample::Index;
+use proptest::test_runner::{Config as ProptestConfig, RngSeed};
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+fn proptest_config(cases: u32) -> ProptestConfig {
+    ProptestConfig {
+        cases,
+        rng_seed: RngSeed::Fixed(0x9e37_79b9_7f4a_7c15),
+        // Fixed seed: no regression files to keep.
+        failure_persistence: None,
+        ..ProptestConfig::default()
     }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn chance(&mut self, percent: usize) -> bool {
-        self.below(100) < percent
-    }
-    fn name(&mut self, prefix: &str) -> String {
-        const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789._-";
-        let len = self.below(6);
-        let tail: String = (0..len).map(|_| CHARS[self.below(CHARS.len())] as char).collect();
-        format!("{prefix}{tail}")
-    }
-    fn quote(&mut self, s: &str) -> String {
-        match self.below(3) {
-            0 => s.to_string(),
-            1 => format!("\"{s}\""),
-            _ => format!("'{s}'"),
+}
+
+/// How a scalar is written.
+#[derive(Debug, Clone, Copy)]
+enum Quote {
+    Plain,
+    Double,
+    Single,
+}
+
+impl Quote {
+    fn apply(self, s: &str) -> String {
+        match self {
+            Quote::Plain => s.to_string(),
+            Quote::Double => format!("\"{s}\""),
+            Quote::Single => format!("'{s}'"),
         }
     }
+}
+
+fn quote() -> impl Strategy<Value = Quote> {
+    prop_oneof![Just(Quote::Plain), Just(Quote::Double), Just(Quote::Single)]
+}
+
+/// What follows a name's fixed prefix (which keeps names unique): up to five name characters.
+fn name_tail() -> impl Strategy<Value = String> {
+    "[a-z0-9._-]{0,5}"
+}
+
+#[derive(Debug, Clone, Copy)]
+enum StepForm {
+    /// `- {name: x, commands: [c]}`
+    Flow,
+    /// `commands: c`
+    BlockScalar,
+    /// `commands:` then a list
+    BlockList,
+}
+
+#[derive(Debug, Clone)]
+struct StepSpec {
+    tail: String,
+    name_quote: Quote,
+    command_quote: Quote,
+    form: StepForm,
+    timeout: bool,
+}
+
+fn step_spec() -> impl Strategy<Value = StepSpec> {
+    let form = prop_oneof![Just(StepForm::Flow), Just(StepForm::BlockScalar), Just(StepForm::BlockList)];
+    (name_tail(), quote(), quote(), form, prop::bool::weighted(0.3)).prop_map(
+        |(tail, name_quote, command_quote, form, timeout)| StepSpec {
+            tail,
+            name_quote,
+            command_quote,
+            form,
+            timeout,
+        },
+    )
+}
+
+fn steps(min: usize) -> impl Strategy<Value = Vec<StepSpec>> {
+    prop::collection::vec(step_spec(), min..5)
+}
+
+#[derive(Debug, Clone, Copy)]
+enum RunsOnSpec {
+    Default,
+    Container,
+    LambdaWithTimeout,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum TriggerSpec {
+    None,
+    /// Create and delete triggers (only on a stage without needs; otherwise none).
+    Create,
+    DeleteOnly,
+}
+
+/// The stage of topological rank `rank`: it may need any earlier rank.
+#[derive(Debug, Clone)]
+struct StageSpec {
+    tail: String,
+    quote: Quote,
+    /// `needs[r]`: whether it needs rank `r` (every `r` < this rank).
+    needs: Vec<bool>,
+    /// One need written as a scalar, or no needs as `needs: []`.
+    needs_alt: bool,
+    runs_on: RunsOnSpec,
+    trigger: TriggerSpec,
+    services: usize,
+    steps: Vec<StepSpec>,
+}
+
+fn stage_spec(rank: usize) -> impl Strategy<Value = StageSpec> {
+    let runs_on = prop_oneof![
+        5 => Just(RunsOnSpec::Default),
+        3 => Just(RunsOnSpec::Container),
+        2 => Just(RunsOnSpec::LambdaWithTimeout),
+    ];
+    let trigger = prop_oneof![
+        7 => Just(TriggerSpec::None),
+        2 => Just(TriggerSpec::Create),
+        1 => Just(TriggerSpec::DeleteOnly),
+    ];
+    (
+        name_tail(),
+        quote(),
+        prop::collection::vec(prop::bool::weighted(0.3), rank),
+        any::<bool>(),
+        runs_on,
+        trigger,
+        0..3usize,
+        steps(1),
+    )
+        .prop_map(|(tail, quote, needs, needs_alt, runs_on, trigger, services, steps)| StageSpec {
+            tail,
+            quote,
+            needs,
+            needs_alt,
+            runs_on,
+            trigger,
+            services,
+            steps,
+        })
+}
+
+#[derive(Debug, Clone)]
+enum BodySpec {
+    /// A top-level `steps:` list.
+    Shorthand(Vec<StepSpec>),
+    /// Stages by rank, and the order they are declared in (a permutation of the ranks), so
+    /// the compiler has to sort.
+    Stages { by_rank: Vec<StageSpec>, declared: Vec<usize> },
+}
+
+#[derive(Debug, Clone)]
+struct PipelineSpec {
+    version_quoted: bool,
+    env: bool,
+    timeout: bool,
+    body: BodySpec,
+}
+
+fn pipeline_spec() -> impl Strategy<Value = PipelineSpec> {
+    let stages = (1..10usize).prop_flat_map(|n| {
+        let by_rank: Vec<_> = (0..n).map(stage_spec).collect();
+        let declared = Just((0..n).collect::<Vec<usize>>()).prop_shuffle();
+        (by_rank, declared).prop_map(|(by_rank, declared)| BodySpec::Stages { by_rank, declared })
+    });
+    let body = prop_oneof![
+        15 => steps(1).prop_map(BodySpec::Shorthand),
+        85 => stages,
+    ];
+    (any::<bool>(), prop::bool::weighted(0.3), prop::bool::weighted(0.3), body)
+        .prop_map(|(version_quoted, env, timeout, body)| PipelineSpec { version_quoted, env, timeout, body })
 }
 
 struct Generated {
@@ -728,128 +872,122 @@ struct Generated {
     shorthand: bool,
 }
 
-fn generate(rng: &mut Rng) -> Generated {
-    let mut yaml = String::new();
-    yaml.push_str(if rng.chance(50) { "version: \"1\"\n" } else { "version: 1\n" });
-    if rng.chance(30) {
-        yaml.push_str("env:\n  A_B: x\n  N: 3\n");
-    }
-    if rng.chance(30) {
-        yaml.push_str("timeout: 3h\n");
-    }
-    let step_yaml = |rng: &mut Rng, name: &str, indent: &str, with_timeout: bool| -> String {
-        let cmd = format!("echo {name} && true");
-        if rng.chance(50) {
-            let timeout = if with_timeout && rng.chance(30) { ", timeout: 1m30s" } else { "" };
-            format!("{indent}- {{name: {}, commands: [{}]{timeout}}}\n", rng.quote(name), rng.quote(&cmd))
-        } else {
-            let mut s = format!("{indent}- name: {}\n", rng.quote(name));
-            if rng.chance(50) {
-                s.push_str(&format!("{indent}  commands: {}\n", rng.quote(&cmd)));
+fn step_yaml(step: &StepSpec, name: &str, indent: &str) -> String {
+    let name_text = step.name_quote.apply(name);
+    let cmd = step.command_quote.apply(&format!("echo {name} && true"));
+    match step.form {
+        StepForm::Flow => {
+            let timeout = if step.timeout { ", timeout: 1m30s" } else { "" };
+            format!("{indent}- {{name: {name_text}, commands: [{cmd}]{timeout}}}\n")
+        }
+        StepForm::BlockScalar | StepForm::BlockList => {
+            let mut s = format!("{indent}- name: {name_text}\n");
+            if matches!(step.form, StepForm::BlockScalar) {
+                s.push_str(&format!("{indent}  commands: {cmd}\n"));
             } else {
-                s.push_str(&format!(
-                    "{indent}  commands:\n{indent}    - {}\n{indent}    - ls\n",
-                    rng.quote(&cmd)
-                ));
+                s.push_str(&format!("{indent}  commands:\n{indent}    - {cmd}\n{indent}    - ls\n"));
             }
-            if with_timeout && rng.chance(30) {
+            if step.timeout {
                 s.push_str(&format!("{indent}  timeout: 250ms\n"));
             }
             s
         }
-    };
-
-    if rng.chance(15) {
-        let count = 1 + rng.below(4);
-        let names: Vec<String> = (0..count).map(|i| rng.name(&format!("s{i}"))).collect();
-        yaml.push_str("steps:\n");
-        for name in &names {
-            yaml.push_str(&step_yaml(rng, name, "  ", true));
-        }
-        return Generated {
-            yaml,
-            stages: vec![("default".into(), vec![])],
-            steps_per_stage: vec![names],
-            services_per_stage: vec![0],
-            shorthand: true,
-        };
     }
+}
 
-    // A random DAG over topological ranks 0..n (rank i may need ranks < i), declared in a
-    // shuffled order so the compiler has to sort.
-    let n = 1 + rng.below(9);
-    let mut declared: Vec<usize> = (0..n).collect();
-    for i in (1..n).rev() {
-        let j = rng.below(i + 1);
-        declared.swap(i, j);
+fn render(spec: &PipelineSpec) -> Generated {
+    let mut yaml = String::new();
+    yaml.push_str(if spec.version_quoted { "version: \"1\"\n" } else { "version: 1\n" });
+    if spec.env {
+        yaml.push_str("env:\n  A_B: x\n  N: 3\n");
     }
-    let position_of = |rank: usize| declared.iter().position(|&r| r == rank).unwrap();
-    let names: Vec<String> = (0..n).map(|rank| rng.name(&format!("st{rank}"))).collect();
-    let mut needs_by_rank: Vec<Vec<usize>> = vec![Vec::new(); n];
-    let mut triggered = vec![false; n];
-    for rank in 0..n {
-        for earlier in 0..rank {
-            if rng.chance(30) {
-                needs_by_rank[rank].push(earlier);
+    if spec.timeout {
+        yaml.push_str("timeout: 3h\n");
+    }
+    let (by_rank, declared) = match &spec.body {
+        BodySpec::Shorthand(steps) => {
+            yaml.push_str("steps:\n");
+            let mut names = Vec::new();
+            for (i, step) in steps.iter().enumerate() {
+                let name = format!("s{i}{}", step.tail);
+                yaml.push_str(&step_yaml(step, &name, "  "));
+                names.push(name);
             }
+            return Generated {
+                yaml,
+                stages: vec![("default".into(), vec![])],
+                steps_per_stage: vec![names],
+                services_per_stage: vec![0],
+                shorthand: true,
+            };
         }
-        triggered[rank] = needs_by_rank[rank].is_empty() && rng.chance(20);
-    }
-
+        BodySpec::Stages { by_rank, declared } => (by_rank, declared),
+    };
+    let position_of = |rank: usize| declared.iter().position(|&r| r == rank).unwrap();
+    let names: Vec<String> =
+        by_rank.iter().enumerate().map(|(rank, s)| format!("st{rank}{}", s.tail)).collect();
     yaml.push_str("stages:\n");
     let mut stages = Vec::new();
     let mut steps_per_stage = Vec::new();
     let mut services_per_stage = Vec::new();
-    for &rank in &declared {
-        yaml.push_str(&format!("  {}:\n", rng.quote(&names[rank])));
-        let needs: Vec<String> = needs_by_rank[rank].iter().map(|&r| rng.quote(&names[r])).collect();
-        if needs.len() == 1 && rng.chance(50) {
+    for &rank in declared {
+        let stage = &by_rank[rank];
+        let needs_ranks: Vec<usize> = (0..rank).filter(|&r| stage.needs[r]).collect();
+        yaml.push_str(&format!("  {}:\n", stage.quote.apply(&names[rank])));
+        let needs: Vec<String> = needs_ranks.iter().map(|&r| stage.quote.apply(&names[r])).collect();
+        if needs.len() == 1 && stage.needs_alt {
             yaml.push_str(&format!("    needs: {}\n", needs[0]));
         } else if !needs.is_empty() {
             yaml.push_str(&format!("    needs: [{}]\n", needs.join(", ")));
-        } else if rng.chance(10) {
+        } else if stage.needs_alt {
             yaml.push_str("    needs: []\n");
         }
-        if rng.chance(30) {
-            yaml.push_str("    runs-on: container\n    timeout: 4h\n");
-        } else if rng.chance(30) {
-            yaml.push_str("    timeout: 14m59s\n");
+        match stage.runs_on {
+            RunsOnSpec::Default => {}
+            RunsOnSpec::Container => yaml.push_str("    runs-on: container\n    timeout: 4h\n"),
+            RunsOnSpec::LambdaWithTimeout => yaml.push_str("    timeout: 14m59s\n"),
         }
-        if triggered[rank] {
-            yaml.push_str("    on:\n      - event: [a.b, c]\n        where: {k: v, n: 1}\n      - event: stop\n        policy: delete\n");
-        } else if rng.chance(10) {
-            yaml.push_str("    on: [{event: halt, policy: delete}]\n");
+        match stage.trigger {
+            // A create trigger cannot be combined with needs.
+            TriggerSpec::Create if needs_ranks.is_empty() => yaml.push_str(
+                "    on:\n      - event: [a.b, c]\n        where: {k: v, n: 1}\n      - event: stop\n        policy: delete\n",
+            ),
+            TriggerSpec::Create | TriggerSpec::None => {}
+            TriggerSpec::DeleteOnly => yaml.push_str("    on: [{event: halt, policy: delete}]\n"),
         }
-        let service_count = rng.below(3);
-        if service_count > 0 {
+        if stage.services > 0 {
             yaml.push_str("    services:\n");
-            for i in 0..service_count {
+            for i in 0..stage.services {
                 yaml.push_str(&format!("      - name: svc{i}\n        commands: [sleep 1]\n"));
             }
         }
-        let step_count = 1 + rng.below(4);
-        let step_names: Vec<String> = (0..step_count).map(|i| rng.name(&format!("p{i}"))).collect();
         yaml.push_str("    steps:\n");
-        for name in &step_names {
-            yaml.push_str(&step_yaml(rng, name, "      ", true));
+        let mut step_names = Vec::new();
+        for (i, step) in stage.steps.iter().enumerate() {
+            let name = format!("p{i}{}", step.tail);
+            yaml.push_str(&step_yaml(step, &name, "      "));
+            step_names.push(name);
         }
-        stages.push((names[rank].clone(), needs_by_rank[rank].iter().map(|&r| position_of(r)).collect()));
+        stages.push((names[rank].clone(), needs_ranks.iter().map(|&r| position_of(r)).collect()));
         steps_per_stage.push(step_names);
-        services_per_stage.push(service_count);
+        services_per_stage.push(stage.services);
     }
     Generated { yaml, stages, steps_per_stage, services_per_stage, shorthand: false }
 }
 
-#[test]
-fn random_valid_pipelines_compile() {
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    for case in 0..500 {
-        let g = generate(&mut rng);
+proptest! {
+    #![proptest_config(proptest_config(500))]
+
+    /// Any valid pipeline compiles: stages in an order that respects needs (ties broken by
+    /// file order), steps and services numbered across the build, the plan round-trips.
+    #[test]
+    fn random_valid_pipelines_compile(spec in pipeline_spec()) {
+        let g = render(&spec);
         let plan = match compile(g.yaml.as_bytes()) {
             Ok(plan) => plan,
-            Err(errors) => panic!("case {case} failed:\n{}\n{}", g.yaml, lines(&errors)),
+            Err(errors) => panic!("failed:\n{}\n{}", g.yaml, lines(&errors)),
         };
-        let context = || format!("case {case}:\n{}", g.yaml);
+        let context = || g.yaml.clone();
         assert_eq!(plan.stages.len(), g.stages.len(), "{}", context());
         if g.shorthand {
             assert_eq!(plan.stages[0].name.as_str(), "default");
@@ -885,25 +1023,56 @@ fn random_valid_pipelines_compile() {
     }
 }
 
-/// Mutating valid pipelines (cutting them short, dropping a character) never panics, and
-/// every error it yields has a real position.
-#[test]
-fn random_mutations_never_panic() {
-    let mut rng = Rng(42);
-    for _ in 0..300 {
-        let g = generate(&mut rng);
+proptest! {
+    #![proptest_config(proptest_config(300))]
+
+    /// Mutating valid pipelines (cutting them short, dropping a character) never panics,
+    /// and every error it yields has a real position.
+    #[test]
+    fn random_mutations_never_panic(spec in pipeline_spec(), cut in any::<Index>(), drop in any::<Index>()) {
+        let g = render(&spec);
         let bytes = g.yaml.as_bytes();
-        let cut = rng.below(bytes.len());
         let mut dropped = bytes.to_vec();
-        dropped.remove(rng.below(bytes.len()));
-        for source in [&bytes[..cut], &dropped[..]] {
+        dropped.remove(drop.index(bytes.len()));
+        for source in [&bytes[..cut.index(bytes.len())], &dropped[..]] {
             if let Err(errors) = compile(source) {
-                assert!(!errors.is_empty());
+                prop_assert!(!errors.is_empty());
                 for e in &errors {
-                    assert!(e.line >= 1 && e.column >= 1, "{e}");
-                    assert!(!e.message.is_empty());
+                    prop_assert!(e.line >= 1 && e.column >= 1, "{}", e);
+                    prop_assert!(!e.message.is_empty());
                 }
             }
         }
+    }
+}
+
+/// A ring of `k` stages, declared in a shuffled order.
+fn ring() -> impl Strategy<Value = (usize, Vec<usize>)> {
+    (2..8usize).prop_flat_map(|k| (Just(k), Just((0..k).collect::<Vec<usize>>()).prop_shuffle()))
+}
+
+proptest! {
+    #![proptest_config(proptest_config(200))]
+
+    /// A ring of needs (each stage needs the next, the last the first), among stages that
+    /// need nothing, is one cycle error: at the ring's first-declared stage, naming the ring
+    /// from there in needs order.
+    #[test]
+    fn a_ring_of_needs_is_one_cycle_error((k, declared) in ring(), extra in 0..3usize) {
+        let mut yaml = String::from("version: \"1\"\nstages:\n");
+        for &r in &declared {
+            yaml.push_str(&format!(
+                "  r{r}:\n    needs: [r{}]\n    steps: [{{name: a, commands: [x]}}]\n",
+                (r + 1) % k
+            ));
+        }
+        for i in 0..extra {
+            yaml.push_str(&format!("  x{i}:\n    steps: [{{name: a, commands: [x]}}]\n"));
+        }
+        let start = declared[0];
+        let mut names: Vec<String> = (0..=k).map(|i| format!("r{}", (start + i) % k)).collect();
+        names.dedup();
+        let expected = format!("3:3: cycle in needs: {}", names.join(" -> "));
+        prop_assert_eq!(errors(&yaml), vec![expected]);
     }
 }
