@@ -25,8 +25,8 @@ pub(crate) mod schema {
     use kiln_domain::Status;
     use kiln_domain::status::ImageStatus;
     use serde::Serialize;
-    use utoipa::openapi::schema::{ObjectBuilder, Type};
-    use utoipa::openapi::{Object, RefOr, Schema};
+    use utoipa::openapi::Object;
+    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Type};
 
     fn names<T: Serialize>(all: &[T]) -> Vec<String> {
         all.iter().filter_map(|s| serde_json::to_value(s).ok()?.as_str().map(str::to_string)).collect()
@@ -54,7 +54,7 @@ pub(crate) mod schema {
     pub fn data() -> Object {
         ObjectBuilder::new()
             .schema_type(Type::Object)
-            .additional_properties(Some(RefOr::T(Schema::Object(Object::new()))))
+            .additional_properties(Some(AdditionalProperties::FreeForm(true)))
             .description(Some("a JSON object"))
             .build()
     }
