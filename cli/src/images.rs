@@ -1,8 +1,7 @@
 //! `kiln images`: the image catalog as a matrix (images × providers), from the data dir.
 
 use crate::render::image_cell;
-use kiln_domain::catalog::CatalogImage;
-use serde_json::json;
+use kiln_api::views::{CatalogImageView, ImageList};
 use std::path::Path;
 
 /// `kiln images [--json]` on the data dir: exit 0, or 1 if it cannot be read.
@@ -25,17 +24,22 @@ pub async fn images(data_dir: &Path, json: bool) -> u8 {
             return 1;
         }
     };
-    if json {
-        println!("{}", serde_json::to_string_pretty(&json!({ "images": catalog })).unwrap_or_default());
-    } else {
-        print!("{}", table(&catalog));
-    }
+    print_list(&ImageList::new(catalog), json);
     0
+}
+
+/// The catalog as JSON (the API's body, locally too) or as the matrix.
+fn print_list(list: &ImageList, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(list).unwrap_or_default());
+    } else {
+        print!("{}", table(&list.images));
+    }
 }
 
 /// The matrix: one row per image, one column per provider (`-`: no record), then the
 /// errors of the failed cells.
-pub fn table(catalog: &[CatalogImage]) -> String {
+pub fn table(catalog: &[CatalogImageView]) -> String {
     if catalog.is_empty() {
         return "no images in the catalog\n".to_string();
     }
@@ -81,24 +85,13 @@ pub fn table(catalog: &[CatalogImage]) -> String {
 
 /// `kiln images --api`: the catalog from a Kiln API.
 pub async fn remote(api: &kiln_api::client::ApiClient, json: bool) -> u8 {
-    let doc = match api.images().await {
-        Ok(d) => d,
-        Err(e) => {
-            eprintln!("kiln: {e}");
-            return 1;
-        }
-    };
-    if json {
-        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
-        return 0;
-    }
-    match serde_json::from_value::<Vec<CatalogImage>>(doc["images"].clone()) {
-        Ok(catalog) => {
-            print!("{}", table(&catalog));
+    match api.images().await {
+        Ok(list) => {
+            print_list(&list, json);
             0
         }
         Err(e) => {
-            eprintln!("kiln: unexpected answer from the API: {e}");
+            eprintln!("kiln: {e}");
             1
         }
     }
@@ -109,12 +102,8 @@ pub async fn build(api: &kiln_api::client::ApiClient, image: &str, providers: Ve
     let providers = (!providers.is_empty()).then_some(providers);
     match api.build_missing(image, providers).await {
         Ok(v) => {
-            let chosen: Vec<&str> = v["providers"]
-                .as_array()
-                .map(|a| a.iter().filter_map(|p| p.as_str()).collect())
-                .unwrap_or_default();
-            eprintln!("kiln: building {image} for {}", chosen.join(", "));
-            println!("{}", v["id"].as_str().unwrap_or_default());
+            eprintln!("kiln: building {image} for {}", v.providers.join(", "));
+            println!("{}", v.id);
             0
         }
         Err(e) => {
@@ -153,12 +142,13 @@ mod tests {
 
     #[test]
     fn the_matrix_has_images_as_rows_and_providers_as_columns() {
-        let catalog = by_image(vec![
+        let catalog = ImageList::new(by_image(vec![
             rec("base-os", "gcp", ImageStatus::Building, 40, None),
             rec("base-os", "aws", ImageStatus::Complete, 100, None),
             rec("base-os", "azure", ImageStatus::Failed, 30, Some("quota exceeded")),
             rec("tools", "aws", ImageStatus::Queued, 0, None),
-        ]);
+        ]))
+        .images;
         assert_eq!(
             table(&catalog),
             "IMAGE    aws            azure   gcp\n\

@@ -118,8 +118,10 @@ pub async fn status(data_dir: &Path, build: &str, json: bool) -> u8 {
         Ok(x) => x,
         Err(c) => return c,
     };
-    let mut doc = kiln_api::views::build_json(&b);
-    render::attach_images(&mut doc, &kiln_core::images::build_images(ports.state.as_ref(), &b).await);
+    let mut doc = kiln_api::views::BuildView::from(&b);
+    doc.attach_images(
+        kiln_core::images::build_images(ports.state.as_ref(), &b).await.into_iter().map(Into::into),
+    );
     if json {
         println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
     } else {
@@ -187,15 +189,15 @@ pub async fn logs(data_dir: &Path, build: &str, stream: Option<&str>, init: bool
 }
 
 /// Prints one stored event: a JSON line, or `seq time type subject data`.
-pub fn print_event(e: &serde_json::Value, json: bool) {
+pub fn print_event(e: &kiln_api::views::StoredEventView, json: bool) {
     if json {
-        println!("{e}");
+        println!("{}", serde_json::to_string(e).unwrap_or_default());
         return;
     }
-    let ev = &e["event"];
-    let s = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_string();
-    let data = if ev["data"].is_null() { String::new() } else { ev["data"].to_string() };
-    println!("{:>5}  {}  {}  {}  {data}", e["seq"], s(&ev["time"]), s(&ev["type"]), s(&ev["subject"]));
+    let ev = &e.event;
+    let s = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_string());
+    let data = if ev.data.is_null() { String::new() } else { ev.data.to_string() };
+    println!("{:>5}  {}  {}  {}  {data}", e.seq, s(&ev.time), ev.ty, s(&ev.subject));
 }
 
 pub async fn events(data_dir: &Path, build: &str, json: bool) -> u8 {
@@ -215,7 +217,7 @@ pub async fn events(data_dir: &Path, build: &str, json: bool) -> u8 {
         let Some(last) = page.last() else { return 0 };
         after = last.seq;
         for e in &page {
-            print_event(&serde_json::to_value(e).unwrap_or_default(), json);
+            print_event(&e.clone().into(), json);
         }
     }
 }

@@ -3,7 +3,8 @@
 use crate::lines::{StreamTail, write_labelled};
 use crate::render;
 use kiln_api::client::{ApiClient, ClientError};
-use serde_json::{Value, json};
+use kiln_api::views::{BuildView, CloudEventView, ErrorDetail};
+use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
@@ -13,10 +14,7 @@ fn fail(e: ClientError) -> u8 {
     eprintln!("kiln: {e}");
     if let ClientError::Api { details, .. } = &e {
         for d in details {
-            match (d["line"].as_u64(), d["column"].as_u64(), d["message"].as_str()) {
-                (Some(l), Some(c), Some(m)) => eprintln!("  {l}:{c}: {m}"),
-                _ => eprintln!("  {}", d.as_str().map(str::to_string).unwrap_or_else(|| d.to_string())),
-            }
+            eprintln!("  {d}");
         }
     }
     1
@@ -38,23 +36,20 @@ pub async fn submit(api: &ApiClient, file: &Path, repo: &str, follow: bool, json
         Ok(v) => v,
         Err(ClientError::Api { status: 400, details, message }) if !details.is_empty() => {
             for d in &details {
-                eprintln!(
-                    "{}:{}:{}: {}",
-                    file.display(),
-                    d["line"],
-                    d["column"],
-                    d["message"].as_str().unwrap_or("")
-                );
+                match d {
+                    ErrorDetail::Position { .. } => eprintln!("{}:{d}", file.display()),
+                    ErrorDetail::Problem(p) => eprintln!("{}: {p}", file.display()),
+                }
             }
             eprintln!("kiln: {message}");
             return 2;
         }
         Err(e) => return fail(e),
     };
-    let id = created["id"].as_str().unwrap_or_default().to_string();
+    let id = created.id.to_string();
     if !follow {
         if json {
-            println!("{created}");
+            println!("{}", serde_json::to_string(&created).unwrap_or_default());
         } else {
             println!("{id}");
         }
@@ -67,8 +62,8 @@ pub async fn submit(api: &ApiClient, file: &Path, repo: &str, follow: bool, json
     status(api, &id, json).await.map(|doc| render::exit_code(&doc)).unwrap_or(1)
 }
 
-/// Prints a build; returns its JSON view.
-async fn status(api: &ApiClient, id: &str, json: bool) -> Option<Value> {
+/// Prints a build; returns its view.
+async fn status(api: &ApiClient, id: &str, json: bool) -> Option<BuildView> {
     match api.build(id).await {
         Ok(doc) => {
             if json {
@@ -146,11 +141,11 @@ pub async fn logs(api: &ApiClient, id: &str, stream: Option<&str>, init: bool, f
 async fn dump_all(api: &ApiClient, id: &str) -> Result<(), ClientError> {
     let list = api.logs(id).await?;
     let mut out = std::io::stdout().lock();
-    for l in list["logs"].as_array().cloned().unwrap_or_default() {
-        let _ = writeln!(out, "==> {} <==", l["name"].as_str().unwrap_or_default());
+    for l in list.logs {
+        let _ = writeln!(out, "==> {} <==", l.name);
         let mut offset = 0;
         loop {
-            let page = api.read_log(l["url"].as_str().unwrap_or_default(), offset, 0).await?;
+            let page = api.read_log(&l.url, offset, 0).await?;
             let _ = out.write_all(&page.bytes);
             offset = page.next_offset;
             if page.bytes.is_empty() || page.complete {
@@ -169,20 +164,13 @@ async fn follow_all(api: &ApiClient, id: &str, to_stderr: bool) -> Result<(), Cl
         if to_stderr { Box::new(std::io::stderr()) } else { Box::new(std::io::stdout().lock()) };
     loop {
         let build = api.build(id).await?;
-        let stages =
-            build["stages"].as_array().map(|st| st.iter().map(status_of).collect::<Option<Vec<_>>>());
-        let ended = match (status_of(&build), stages.flatten()) {
-            (Some(b), Some(st)) => kiln_domain::state::is_settled(b, st),
-            _ => false,
-        };
+        let ended = build.has_ended();
         let list = api.logs(id).await?;
-        for l in list["logs"].as_array().cloned().unwrap_or_default() {
-            let (Some(name), Some(url)) = (l["name"].as_str(), l["url"].as_str()) else { continue };
-            let key = l["key"].as_str().unwrap_or(name).to_string();
-            let t = tails.entry(key).or_default();
-            let mut emit = |line: &[u8]| write_labelled(out.as_mut(), name, line);
+        for l in list.logs {
+            let t = tails.entry(l.key).or_default();
+            let mut emit = |line: &[u8]| write_labelled(out.as_mut(), &l.name, line);
             while !t.done {
-                let page = api.read_log(url, t.offset, 0).await?;
+                let page = api.read_log(&l.url, t.offset, 0).await?;
                 t.feed(&page.bytes, page.next_offset, &mut emit);
                 if page.complete || (ended && page.bytes.is_empty()) {
                     t.finish(&mut emit);
@@ -207,17 +195,16 @@ pub async fn events(api: &ApiClient, id: &str, json: bool, follow: bool) -> u8 {
             Ok(p) => p,
             Err(e) => return fail(e),
         };
-        let events = page["events"].as_array().cloned().unwrap_or_default();
-        for e in &events {
+        for e in &page.events {
             crate::local::print_event(e, json);
         }
-        after = page["next_after"].as_u64().unwrap_or(after);
-        if events.is_empty() {
+        after = page.next_after;
+        if page.events.is_empty() {
             if !follow {
                 return 0;
             }
             match api.build(id).await {
-                Ok(b) if status_of(&b).is_some_and(kiln_domain::Status::is_terminal) => return 0,
+                Ok(b) if b.status.is_terminal() => return 0,
                 Ok(_) => {}
                 Err(e) => return fail(e),
             }
@@ -228,30 +215,28 @@ pub async fn events(api: &ApiClient, id: &str, json: bool, follow: bool) -> u8 {
 
 pub async fn emit(api: &ApiClient, id: &str, ty: &str, data: Option<&str>, source: &str) -> u8 {
     let data: Value = match data.map(serde_json::from_str).transpose() {
-        Ok(d) => d.unwrap_or_else(|| json!({})),
+        Ok(d) => d.unwrap_or_else(|| Value::Object(Default::default())),
         Err(e) => {
             eprintln!("kiln: --data is not JSON: {e}");
             return 2;
         }
     };
-    let event = json!({
-        "specversion": "1.0",
-        "id": kiln_domain::BuildId::generate().as_str(),
-        "source": source,
-        "type": ty,
-        "datacontenttype": "application/json",
-        "data": data,
-    });
+    let event = CloudEventView {
+        specversion: kiln_domain::event::SPEC_VERSION.to_string(),
+        id: kiln_domain::BuildId::generate().to_string(),
+        source: source.to_string(),
+        ty: ty.to_string(),
+        subject: None,
+        time: None,
+        datacontenttype: Some("application/json".to_string()),
+        kilnbuild: None,
+        data,
+    };
     match api.emit(id, &event).await {
         Ok(v) => {
-            println!("{}", v["id"].as_str().unwrap_or_default());
+            println!("{}", v.id);
             0
         }
         Err(e) => fail(e),
     }
-}
-
-/// The `status` of a build or stage view.
-fn status_of(v: &Value) -> Option<kiln_domain::Status> {
-    serde_json::from_value(v["status"].clone()).ok()
 }

@@ -1,9 +1,9 @@
-//! How builds look on a terminal: the summary table, drawn from the build's JSON view
-//! (`kiln_api::views::build_json`), so local and remote builds print the same.
+//! How builds look on a terminal: the summary table, drawn from the build's view
+//! ([`BuildView`], what the API answers), so local and remote builds print the same.
 
-use kiln_domain::catalog::ImageRecord;
+use kiln_api::views::{BuildView, ImageRecordView};
+use kiln_domain::Status;
 use kiln_domain::status::ImageStatus;
-use serde_json::Value;
 
 pub fn secs(ms: u64) -> String {
     if ms < 60_000 {
@@ -13,52 +13,39 @@ pub fn secs(ms: u64) -> String {
     }
 }
 
-fn text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => String::new(),
-        other => other.to_string(),
-    }
-}
-
-fn or_dash(v: &Value, f: impl Fn(&Value) -> String) -> String {
-    if v.is_null() { "-".to_string() } else { f(v) }
-}
-
-fn duration(v: &Value) -> String {
-    or_dash(v, |v| secs(v.as_u64().unwrap_or(0)))
+fn or_dash<T>(v: Option<T>, f: impl Fn(T) -> String) -> String {
+    v.map(f).unwrap_or_else(|| "-".to_string())
 }
 
 /// The summary table printed after a run and by `kiln status`.
-pub fn summary(b: &Value) -> String {
-    let empty = Vec::new();
-    let stages = b["stages"].as_array().unwrap_or(&empty);
+pub fn summary(b: &BuildView) -> String {
     let mut rows: Vec<[String; 5]> = vec![["STAGE", "STEP", "STATUS", "EXIT", "DURATION"].map(String::from)];
-    for s in stages {
+    for s in &b.stages {
         rows.push([
-            text(&s["name"]),
+            s.name.clone(),
             String::new(),
-            text(&s["status"]),
+            s.status.to_string(),
             String::new(),
-            duration(&s["duration_ms"]),
+            or_dash(s.duration_ms, secs),
         ]);
-        for t in s["steps"].as_array().unwrap_or(&empty) {
+        for t in &s.steps {
             rows.push([
                 String::new(),
-                text(&t["name"]),
-                text(&t["status"]),
-                or_dash(&t["exit_code"], text),
-                duration(&t["duration_ms"]),
+                t.name.clone(),
+                t.status.to_string(),
+                or_dash(t.exit_code, |c| c.to_string()),
+                or_dash(t.duration_ms, secs),
             ]);
         }
     }
     let widths: Vec<usize> =
         (0..5).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
-    let status = text(&b["status"]);
-    let took = b["duration_ms"].as_u64().map(|ms| format!(" in {}", secs(ms))).unwrap_or_default();
-    let mut out = format!("build {} {status}{took}\n", text(&b["id"]));
-    if status != "succeeded" && !b["reason"].is_null() {
-        out.push_str(&format!("reason: {}\n", text(&b["reason"])));
+    let took = b.duration_ms.map(|ms| format!(" in {}", secs(ms))).unwrap_or_default();
+    let mut out = format!("build {} {}{took}\n", b.id, b.status);
+    if b.status != Status::Succeeded
+        && let Some(reason) = &b.reason
+    {
+        out.push_str(&format!("reason: {reason}\n"));
     }
     for r in &rows {
         let line: Vec<String> = r.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
@@ -66,32 +53,30 @@ pub fn summary(b: &Value) -> String {
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
     }
-    for s in stages.iter().filter(|s| !s["reason"].is_null() && s["status"] != "succeeded") {
-        out.push_str(&format!("  {}: {}\n", text(&s["name"]), text(&s["reason"])));
+    for s in b.stages.iter().filter(|s| s.status != Status::Succeeded) {
+        if let Some(reason) = &s.reason {
+            out.push_str(&format!("  {}: {reason}\n", s.name));
+        }
     }
-    let images = b["images"].as_array().unwrap_or(&empty);
-    if !images.is_empty() {
+    if !b.images.is_empty() {
         out.push_str("images:\n");
-        for i in images {
-            let providers: Vec<String> =
-                i["providers"].as_array().unwrap_or(&empty).iter().map(text).collect();
-            // With the build's catalog results (`attach_images`): a line per provider.
-            let results: Vec<ImageRecord> = serde_json::from_value(i["results"].clone()).unwrap_or_default();
+        for i in &b.images {
+            // With the build's catalog results (`BuildView::attach_images`): a line per provider.
+            let results = i.results.as_deref().unwrap_or_default();
             if results.is_empty() {
-                out.push_str(&format!("  {} [{}]\n", text(&i["name"]), providers.join(", ")));
+                out.push_str(&format!("  {} [{}]\n", i.name, i.providers.join(", ")));
                 continue;
             }
-            let lines: Vec<[String; 3]> = providers
+            let lines: Vec<[String; 3]> = i
+                .providers
                 .iter()
                 .map(|p| match results.iter().find(|r| r.provider == *p) {
                     Some(r) => [
-                        format!("{}/{p}", text(&i["name"])),
+                        format!("{}/{p}", i.name),
                         image_cell(r),
                         r.error.clone().or_else(|| r.uri.clone()).unwrap_or_default(),
                     ],
-                    None => {
-                        [format!("{}/{p}", text(&i["name"])), "-".into(), "not built by this build".into()]
-                    }
+                    None => [format!("{}/{p}", i.name), "-".into(), "not built by this build".into()],
                 })
                 .collect();
             let w: Vec<usize> =
@@ -107,27 +92,16 @@ pub fn summary(b: &Value) -> String {
 }
 
 /// The exit code for a finished build: 0 if it succeeded, else 1.
-pub fn exit_code(b: &Value) -> u8 {
-    if b["status"] == "succeeded" { 0 } else { 1 }
+pub fn exit_code(b: &BuildView) -> u8 {
+    if b.status == Status::Succeeded { 0 } else { 1 }
 }
 
 /// A catalog record as a cell: `complete 100%`, `building 40%`, `queued`, `failed`.
-pub fn image_cell(r: &ImageRecord) -> String {
+pub fn image_cell(r: &ImageRecordView) -> String {
     match r.status {
         ImageStatus::Building | ImageStatus::Pushing | ImageStatus::Complete => {
             format!("{} {}%", r.status, r.percent)
         }
         ImageStatus::Queued | ImageStatus::Failed => r.status.to_string(),
-    }
-}
-
-/// Adds to each image of a build's JSON view (`"images": [{"name", "providers"}]`) its
-/// `"results"`: the build's catalog record per provider (`kiln_core::images::build_images`).
-pub fn attach_images(doc: &mut Value, records: &[ImageRecord]) {
-    let Some(images) = doc.get_mut("images").and_then(Value::as_array_mut) else { return };
-    for image in images {
-        let name = image["name"].as_str().unwrap_or_default().to_string();
-        let results: Vec<&ImageRecord> = records.iter().filter(|r| r.image == name).collect();
-        image["results"] = serde_json::json!(results);
     }
 }

@@ -171,8 +171,10 @@ pub async fn run(file: &Path, json: bool, data_dir: &Path, repo: &str, pass_env:
         eprint!("\r\x1b[2K");
     }
     system.stop().await;
-    let mut doc = kiln_api::views::build_json(&finished);
-    render::attach_images(&mut doc, &kiln_core::images::build_images(ports.state.as_ref(), &finished).await);
+    let mut doc = kiln_api::views::BuildView::from(&finished);
+    doc.attach_images(
+        kiln_core::images::build_images(ports.state.as_ref(), &finished).await.into_iter().map(Into::into),
+    );
     if json {
         println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
     } else {

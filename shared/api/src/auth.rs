@@ -1,8 +1,10 @@
 //! Who is calling: an admin (a configured token, compared in constant time) or a runner
-//! (a signed token scoped to one build). Every route but `/healthz` needs one of them.
+//! (a signed token scoped to one build). Every route but `/healthz` needs one of them;
+//! [`Auth::allow`] is the one rule for which caller may use which [`Access`].
 
 use crate::error::ApiError;
-use axum::http::{HeaderMap, StatusCode, header};
+use crate::route::Access;
+use axum::http::{HeaderMap, header};
 use kiln_core::tokens::{TokenSigner, constant_time_eq};
 use kiln_domain::BuildId;
 use kiln_domain::event::now_ms;
@@ -46,28 +48,41 @@ impl Auth {
         if ok { Ok(Caller::Admin) } else { Err(unauthorized("invalid token")) }
     }
 
-    /// Admin routes: 403 for runner tokens.
-    pub fn admin(&self, headers: &HeaderMap) -> Result<(), ApiError> {
-        match self.caller(headers)? {
-            Caller::Admin => Ok(()),
-            Caller::Runner(_) => Err(forbidden("a runner token cannot use this route")),
-        }
-    }
-
-    /// Writes for one build: admins, or that build's runner (403 for another build's).
-    pub fn writer_for(&self, headers: &HeaderMap, build: &BuildId) -> Result<Caller, ApiError> {
-        match self.caller(headers)? {
-            Caller::Admin => Ok(Caller::Admin),
-            Caller::Runner(b) if &b == build => Ok(Caller::Runner(b)),
-            Caller::Runner(b) => Err(forbidden(&format!("this runner token is for build {b}, not {build}"))),
+    /// Whether `caller` may use a route with `access` (for the build in its path, if
+    /// any): 403 otherwise.
+    pub fn allow(caller: &Caller, access: Access, build: Option<&BuildId>) -> Result<(), ApiError> {
+        match (access, caller) {
+            (Access::Open, _) | (_, Caller::Admin) => Ok(()),
+            (Access::Admin, Caller::Runner(_)) => Err(forbidden("a runner token cannot use this route")),
+            (Access::BuildWriter, Caller::Runner(b)) => match build {
+                Some(build) if build == b => Ok(()),
+                Some(build) => Err(forbidden(&format!("this runner token is for build {b}, not {build}"))),
+                None => Err(forbidden("a runner token needs a build in the path")),
+            },
         }
     }
 }
 
 fn unauthorized(msg: &str) -> ApiError {
-    ApiError::new(StatusCode::UNAUTHORIZED, msg)
+    ApiError::Unauthorized(msg.to_string())
 }
 
 fn forbidden(msg: &str) -> ApiError {
-    ApiError::new(StatusCode::FORBIDDEN, msg)
+    ApiError::Forbidden(msg.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runner_tokens_reach_only_their_build_and_only_writer_routes() {
+        let (a, b) = (BuildId::new("a"), BuildId::new("b"));
+        let runner = Caller::Runner(a.clone());
+        assert!(Auth::allow(&runner, Access::BuildWriter, Some(&a)).is_ok());
+        assert!(matches!(Auth::allow(&runner, Access::BuildWriter, Some(&b)), Err(ApiError::Forbidden(_))));
+        assert!(matches!(Auth::allow(&runner, Access::Admin, Some(&a)), Err(ApiError::Forbidden(_))));
+        assert!(Auth::allow(&Caller::Admin, Access::Admin, None).is_ok());
+        assert!(Auth::allow(&Caller::Admin, Access::BuildWriter, Some(&b)).is_ok());
+    }
 }

@@ -1,6 +1,10 @@
 //! An HTTP client of the `/v1` API, for the CLI's client commands and for runners that
 //! send logs and events over HTTP with their build-scoped token.
 
+use crate::views::{
+    Accepted, BuildList, BuildMissingAnswer, BuildMissingRequest, BuildView, CancelAnswer, CloudEventView,
+    ErrorBody, ErrorDetail, EventPage, ImageDetailView, ImageList, IngestAnswer, LogList, Submitted,
+};
 use async_trait::async_trait;
 use kiln_core::job::Job;
 use kiln_core::sinks::{EventSink, IngestReply, LogSink, SinkError};
@@ -8,7 +12,7 @@ use kiln_core::system::SinkFactory;
 use kiln_domain::event::CloudEvent;
 use kiln_domain::logs::LogStream;
 use kiln_domain::{BuildId, StageName};
-use serde_json::Value;
+use serde::de::DeserializeOwned;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,16 +20,19 @@ use std::time::Duration;
 pub enum ClientError {
     /// The API answered with an error status.
     #[error("{status}: {message}")]
-    Api { status: u16, message: String, details: Vec<Value> },
-    #[error("cannot reach the API: {0}")]
-    Transport(String),
+    Api { status: u16, message: String, details: Vec<ErrorDetail> },
+    #[error("cannot reach the API")]
+    Transport(#[source] reqwest::Error),
+    /// The API answered, but not with the body this client expects.
+    #[error("unexpected answer from the API")]
+    Decode(#[source] reqwest::Error),
 }
 
 impl ClientError {
     pub fn status(&self) -> Option<u16> {
         match self {
             ClientError::Api { status, .. } => Some(*status),
-            ClientError::Transport(_) => None,
+            ClientError::Transport(_) | ClientError::Decode(_) => None,
         }
     }
 }
@@ -61,24 +68,24 @@ impl ApiClient {
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, ClientError> {
-        let resp =
-            req.bearer_auth(&self.token).send().await.map_err(|e| ClientError::Transport(e.to_string()))?;
+        let resp = req.bearer_auth(&self.token).send().await.map_err(ClientError::Transport)?;
         if resp.status().is_success() {
             return Ok(resp);
         }
         let status = resp.status().as_u16();
-        let body: Value = resp.json().await.unwrap_or(Value::Null);
-        let message =
-            body["message"].as_str().map(str::to_string).unwrap_or_else(|| format!("HTTP {status}"));
-        let details = body["details"].as_array().cloned().unwrap_or_default();
-        Err(ClientError::Api { status, message, details })
+        // A proxy in front may answer without Kiln's error body.
+        let body = resp
+            .json::<ErrorBody>()
+            .await
+            .unwrap_or_else(|_| ErrorBody { message: format!("HTTP {status}"), details: Vec::new() });
+        Err(ClientError::Api { status, message: body.message, details: body.details })
     }
 
-    async fn json(&self, req: reqwest::RequestBuilder) -> Result<Value, ClientError> {
-        self.send(req).await?.json().await.map_err(|e| ClientError::Transport(e.to_string()))
+    async fn json<T: DeserializeOwned>(&self, req: reqwest::RequestBuilder) -> Result<T, ClientError> {
+        self.send(req).await?.json().await.map_err(ClientError::Decode)
     }
 
-    pub async fn submit(&self, org: &str, repo: &str, pipeline: Vec<u8>) -> Result<Value, ClientError> {
+    pub async fn submit(&self, org: &str, repo: &str, pipeline: Vec<u8>) -> Result<Submitted, ClientError> {
         let req = self
             .http
             .post(self.url(&format!("/v1/repos/{org}/{repo}/builds")))
@@ -87,15 +94,21 @@ impl ApiClient {
         self.json(req).await
     }
 
-    pub async fn build(&self, id: &str) -> Result<Value, ClientError> {
+    pub async fn builds(&self, org: &str, repo: &str, limit: usize) -> Result<BuildList, ClientError> {
+        let req =
+            self.http.get(self.url(&format!("/v1/repos/{org}/{repo}/builds"))).query(&[("limit", limit)]);
+        self.json(req).await
+    }
+
+    pub async fn build(&self, id: &str) -> Result<BuildView, ClientError> {
         self.json(self.http.get(self.url(&format!("/v1/builds/{id}")))).await
     }
 
-    pub async fn cancel(&self, id: &str) -> Result<Value, ClientError> {
+    pub async fn cancel(&self, id: &str) -> Result<CancelAnswer, ClientError> {
         self.json(self.http.post(self.url(&format!("/v1/builds/{id}/cancel")))).await
     }
 
-    pub async fn logs(&self, id: &str) -> Result<Value, ClientError> {
+    pub async fn logs(&self, id: &str) -> Result<LogList, ClientError> {
         self.json(self.http.get(self.url(&format!("/v1/builds/{id}/logs")))).await
     }
 
@@ -107,11 +120,11 @@ impl ApiClient {
         let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
         let next_offset = header("kiln-next-offset").and_then(|v| v.parse().ok()).unwrap_or(offset);
         let complete = header("kiln-complete").as_deref() == Some("true");
-        let bytes = resp.bytes().await.map_err(|e| ClientError::Transport(e.to_string()))?.to_vec();
+        let bytes = resp.bytes().await.map_err(ClientError::Transport)?.to_vec();
         Ok(LogPage { bytes, next_offset, complete })
     }
 
-    pub async fn events(&self, id: &str, after: u64, limit: usize) -> Result<Value, ClientError> {
+    pub async fn events(&self, id: &str, after: u64, limit: usize) -> Result<EventPage, ClientError> {
         let req = self
             .http
             .get(self.url(&format!("/v1/builds/{id}/events")))
@@ -119,20 +132,24 @@ impl ApiClient {
         self.json(req).await
     }
 
-    pub async fn images(&self) -> Result<Value, ClientError> {
+    pub async fn images(&self) -> Result<ImageList, ClientError> {
         self.json(self.http.get(self.url("/v1/images"))).await
+    }
+
+    pub async fn image(&self, name: &str) -> Result<ImageDetailView, ClientError> {
+        self.json(self.http.get(self.url(&format!("/v1/images/{name}")))).await
     }
 
     pub async fn build_missing(
         &self,
         image: &str,
         providers: Option<Vec<String>>,
-    ) -> Result<Value, ClientError> {
-        let body = serde_json::json!({ "providers": providers });
+    ) -> Result<BuildMissingAnswer, ClientError> {
+        let body = BuildMissingRequest { providers };
         self.json(self.http.post(self.url(&format!("/v1/images/{image}/builds"))).json(&body)).await
     }
 
-    pub async fn emit(&self, id: &str, event: &Value) -> Result<Value, ClientError> {
+    pub async fn emit(&self, id: &str, event: &CloudEventView) -> Result<Accepted, ClientError> {
         self.json(self.http.post(self.url(&format!("/v1/builds/{id}/events"))).json(event)).await
     }
 
@@ -145,13 +162,9 @@ impl ApiClient {
     ) -> Result<IngestReply, SinkError> {
         let req =
             self.http.post(self.url(&format!("/v1/builds/{build}/ingest/{what}"))).query(query).body(body);
-        match self.json(req).await {
-            Ok(v) => Ok(IngestReply { canceled: v["canceled"].as_bool().unwrap_or(false) }),
-            Err(ClientError::Transport(m)) => Err(SinkError::Transient(m)),
-            Err(ClientError::Api { status, message, .. }) if status >= 500 || status == 429 => {
-                Err(SinkError::Transient(message))
-            }
-            Err(e) => Err(SinkError::Permanent(e.to_string())),
+        match self.json::<IngestAnswer>(req).await {
+            Ok(a) => Ok(IngestReply { canceled: a.canceled }),
+            Err(e) => Err(sink_error(build, e)),
         }
     }
 }
@@ -198,15 +211,22 @@ impl EventSink for ApiClient {
     async fn emit(&self, event: CloudEvent) -> Result<(), SinkError> {
         let build =
             event.kilnbuild.clone().ok_or_else(|| SinkError::Permanent("event without a build".into()))?;
-        let body = serde_json::to_value(&event).map_err(|e| SinkError::Permanent(e.to_string()))?;
-        match ApiClient::emit(self, build.as_str(), &body).await {
+        match ApiClient::emit(self, build.as_str(), &event.into()).await {
             Ok(_) => Ok(()),
-            Err(ClientError::Transport(m)) => Err(SinkError::Transient(m)),
-            Err(ClientError::Api { status, message, .. }) if status >= 500 || status == 429 => {
-                Err(SinkError::Transient(message))
-            }
-            Err(e) => Err(SinkError::Permanent(e.to_string())),
+            Err(e) => Err(sink_error(&build, e)),
         }
+    }
+}
+
+/// A client error as a sink error, by kind: what is worth retrying is transient.
+fn sink_error(build: &BuildId, e: ClientError) -> SinkError {
+    match e {
+        ClientError::Api { status: 404, .. } => SinkError::UnknownBuild(build.clone()),
+        ClientError::Api { status, message, .. } if status >= 500 || status == 429 => {
+            SinkError::Transient(message)
+        }
+        ClientError::Transport(e) => SinkError::Transient(e.to_string()),
+        e => SinkError::Permanent(e.to_string()),
     }
 }
 

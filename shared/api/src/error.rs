@@ -1,51 +1,121 @@
-//! API errors as JSON: `{"message": "...", "details": [...]}` with a fitting status.
+//! API errors by kind. Each kind has its status; the answer is the JSON
+//! [`ErrorBody`]. Backend failures keep their cause as the error's source: it is logged
+//! (with the build, when there is one) and never sent to the client, who gets a generic
+//! message.
 
+use crate::views::{ErrorBody, ErrorDetail};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use kiln_domain::BuildId;
 
-#[derive(Debug)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub message: String,
-    pub details: Vec<Value>,
+/// What caused a backend failure: a store, queue or sink error.
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request is wrong; `details` lists every problem found.
+    #[error("{message}")]
+    BadRequest { message: String, details: Vec<ErrorDetail> },
+    /// No token, or not a valid one.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The token may not use this route or build.
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// The request conflicts with the state (a build that already ended, different log
+    /// bytes at an offset, nothing to build).
+    #[error("{0}")]
+    Conflict(String),
+    /// A storage or queue hiccup: worth retrying.
+    #[error("backend unavailable")]
+    Unavailable {
+        build: Option<BuildId>,
+        #[source]
+        source: Cause,
+    },
+    /// A bug or a misconfiguration: not worth retrying.
+    #[error("internal error")]
+    Internal {
+        build: Option<BuildId>,
+        #[source]
+        source: Cause,
+    },
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self { status, message: message.into(), details: Vec::new() }
-    }
-
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, message)
+        ApiError::BadRequest { message: message.into(), details: Vec::new() }
     }
 
-    pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, message)
+    /// A backend failure while serving `build` (if any): logged, answered with 503.
+    pub fn unavailable(build: Option<&BuildId>, source: impl Into<Cause>) -> Self {
+        ApiError::Unavailable { build: build.cloned(), source: source.into() }
     }
 
-    pub fn internal(e: impl std::fmt::Display) -> Self {
-        tracing::error!(error = %e, "request failed");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, format!("internal error: {e}"))
+    pub fn internal(build: Option<&BuildId>, source: impl Into<Cause>) -> Self {
+        ApiError::Internal { build: build.cloned(), source: source.into() }
     }
 
-    /// A storage or queue hiccup: worth retrying.
-    pub fn unavailable(e: impl std::fmt::Display) -> Self {
-        tracing::warn!(error = %e, "backend unavailable");
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, format!("backend unavailable: {e}"))
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        }
     }
 
-    pub fn with_details(mut self, details: Vec<Value>) -> Self {
-        self.details = details;
-        self
+    /// The body the client gets: never the text of a backend error.
+    pub fn body(&self) -> ErrorBody {
+        let details = match self {
+            ApiError::BadRequest { details, .. } => details.clone(),
+            _ => Vec::new(),
+        };
+        let message = match self {
+            ApiError::Unavailable { .. } => "backend unavailable: try again".to_string(),
+            ApiError::Internal { .. } => "internal error".to_string(),
+            other => other.to_string(),
+        };
+        ErrorBody { message, details }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({ "message": self.message, "details": self.details });
-        (self.status, axum::Json(body)).into_response()
+        match &self {
+            ApiError::Unavailable { build, source } => {
+                let build = build.as_ref().map(BuildId::as_str).unwrap_or("-");
+                tracing::warn!(build, error = %source, "backend unavailable");
+            }
+            ApiError::Internal { build, source } => {
+                let build = build.as_ref().map(BuildId::as_str).unwrap_or("-");
+                tracing::error!(build, error = %source, "request failed");
+            }
+            _ => {}
+        }
+        (self.status(), axum::Json(self.body())).into_response()
     }
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_text_stays_on_the_server() {
+        let e = ApiError::unavailable(Some(&BuildId::new("b1")), "dynamodb: secret table arn:aws:xyz");
+        assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(!e.body().message.contains("arn:aws"), "{:?}", e.body());
+        assert!(std::error::Error::source(&e).is_some_and(|s| s.to_string().contains("arn:aws")));
+        let e = ApiError::internal(None, "boom at /var/secret");
+        assert!(!e.body().message.contains("secret"));
+        assert_eq!(ApiError::Conflict("already ended".into()).body().message, "already ended");
+    }
+}

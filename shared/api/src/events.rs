@@ -2,6 +2,7 @@
 
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::views::ErrorDetail;
 use kiln_domain::BuildId;
 use kiln_domain::event::{CloudEvent, SPEC_VERSION, now_rfc3339};
 use serde_json::Value;
@@ -62,10 +63,10 @@ pub fn validate(body: &[u8], build: &BuildId, caller: &Caller) -> Result<CloudEv
         problems.push(format!("type \"{ty}\" is reserved for Kiln itself"));
     }
     if !problems.is_empty() {
-        let details = problems.iter().map(|p| Value::from(p.as_str())).collect();
-        return Err(
-            ApiError::bad_request(format!("invalid event: {}", problems.join("; "))).with_details(details)
-        );
+        return Err(ApiError::BadRequest {
+            message: format!("invalid event: {}", problems.join("; ")),
+            details: problems.into_iter().map(ErrorDetail::Problem).collect(),
+        });
     }
     let mut event: CloudEvent =
         serde_json::from_value(v).map_err(|e| ApiError::bad_request(format!("invalid event: {e}")))?;
@@ -84,7 +85,7 @@ mod tests {
     use super::*;
 
     fn check(body: &str) -> Result<CloudEvent, String> {
-        validate(body.as_bytes(), &BuildId::new("b1"), &Caller::Admin).map_err(|e| e.message)
+        validate(body.as_bytes(), &BuildId::new("b1"), &Caller::Admin).map_err(|e| e.to_string())
     }
 
     #[test]

@@ -1,27 +1,27 @@
-//! The OpenAPI 3.0 document, generated from [`ROUTES`](crate::routes::ROUTES).
+//! The OpenAPI 3.1 document, generated from a route table: paths, parameters and access
+//! from the table, every body's schema from its type (`utoipa`).
 
-use crate::routes::{Access, Content, ParamIn, ROUTES};
+use crate::route::{Access, Content, ParamIn, Route, Schemas, json};
+use crate::views::ErrorBody;
 use serde_json::{Map, Value, json};
 
-fn content(c: Content) -> Option<Value> {
-    match c {
-        Content::None => None,
-        Content::Json => Some(json!({ "application/json": { "schema": { "type": "object" } } })),
-        Content::Yaml => Some(json!({ "application/yaml": { "schema": { "type": "string" } } })),
-        Content::Bytes => Some(
-            json!({ "application/octet-stream": { "schema": { "type": "string", "format": "binary" } } }),
-        ),
-    }
+fn content(c: Content, schemas: &mut Schemas) -> Option<Value> {
+    let schema = match c {
+        Content::None => return None,
+        Content::Json(f) => return Some(json!({ "application/json": { "schema": f(schemas) } })),
+        Content::Yaml => json!({ "application/yaml": { "schema": { "type": "string" } } }),
+        Content::Bytes => {
+            json!({ "application/octet-stream": { "schema": { "type": "string", "format": "binary" } } })
+        }
+    };
+    Some(schema)
 }
 
-fn error_response(description: &str) -> Value {
-    json!({
-        "description": description,
-        "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } },
-    })
+fn error_response(description: &str, error: &Value) -> Value {
+    json!({ "description": description, "content": { "application/json": { "schema": error } } })
 }
 
-fn operation_id(method: &str, path: &str) -> String {
+pub fn operation_id(method: &str, path: &str) -> String {
     let mut id = method.to_lowercase();
     for part in path.split('/').filter(|p| !p.is_empty()) {
         id.push('_');
@@ -30,18 +30,21 @@ fn operation_id(method: &str, path: &str) -> String {
     id
 }
 
-pub fn document() -> Value {
+/// The document for `routes`.
+pub fn document(routes: &[Route]) -> Value {
+    let mut schemas = Schemas::new();
+    let error = serde_json::to_value(json::<ErrorBody>(&mut schemas)).unwrap_or_default();
     let mut paths = Map::new();
-    for r in ROUTES {
+    for r in routes {
         let mut responses = Map::new();
         let (status, body, description) = r.ok;
         let mut ok = json!({ "description": description });
-        if let Some(c) = content(body) {
+        if let Some(c) = content(body, &mut schemas) {
             ok["content"] = c;
         }
         responses.insert(status.to_string(), ok);
         for (status, description) in r.errors {
-            responses.insert(status.to_string(), error_response(description));
+            responses.insert(status.to_string(), error_response(description, &error));
         }
         let mut op = json!({
             "summary": r.summary,
@@ -51,24 +54,34 @@ pub fn document() -> Value {
                 "in": if p.at == ParamIn::Path { "path" } else { "query" },
                 "required": p.at == ParamIn::Path,
                 "description": p.description,
-                "schema": { "type": if p.integer { "integer" } else { "string" } },
+                "schema": if p.integer {
+                    json!({ "type": "integer", "minimum": 0 })
+                } else {
+                    json!({ "type": "string" })
+                },
             })).collect::<Vec<_>>(),
         });
         if r.access == Access::Open {
             op["security"] = json!([]);
         } else {
-            responses.insert("401".into(), error_response("no token, or not a valid one"));
-            responses.insert("403".into(), error_response("the token may not use this route or build"));
+            responses.insert("401".into(), error_response("no token, or not a valid one", &error));
+            responses
+                .insert("403".into(), error_response("the token may not use this route or build", &error));
         }
-        if let Some(c) = content(r.body) {
+        // Any route may fail on a backend hiccup (503, worth retrying) or a bug (500).
+        responses.insert("500".into(), error_response("internal error", &error));
+        responses.insert("503".into(), error_response("a backend is unavailable: try again", &error));
+        if let Some(c) = content(r.body, &mut schemas) {
             op["requestBody"] = json!({ "required": true, "content": c });
         }
         op["responses"] = Value::Object(responses);
         let item = paths.entry(r.path.to_string()).or_insert_with(|| json!({}));
         item[r.method.as_str().to_lowercase()] = op;
     }
+    let schemas: Map<String, Value> =
+        schemas.into_iter().map(|(name, s)| (name, serde_json::to_value(s).unwrap_or_default())).collect();
     json!({
-        "openapi": "3.0.3",
+        "openapi": "3.1.0",
         "info": {
             "title": "Kiln API",
             "version": env!("CARGO_PKG_VERSION"),
@@ -78,47 +91,7 @@ pub fn document() -> Value {
         "security": [{ "bearer": [] }],
         "components": {
             "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
-            "schemas": {
-                "Error": {
-                    "type": "object",
-                    "required": ["message", "details"],
-                    "properties": {
-                        "message": { "type": "string" },
-                        "details": { "type": "array", "items": {} },
-                    },
-                },
-            },
+            "schemas": schemas,
         },
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_route_is_documented_once_with_its_path_params() {
-        let doc = document();
-        for r in ROUTES {
-            let op = &doc["paths"][r.path][r.method.as_str().to_lowercase()];
-            assert!(op.is_object(), "{} {} missing", r.method, r.path);
-            let declared: Vec<&str> = op["parameters"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|p| p["in"] == "path")
-                .map(|p| p["name"].as_str().unwrap())
-                .collect();
-            let in_path: Vec<&str> = r
-                .path
-                .split('/')
-                .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
-                .collect();
-            assert_eq!(declared, in_path, "{}", r.path);
-        }
-        let mut ids: Vec<String> = ROUTES.iter().map(|r| operation_id(r.method.as_str(), r.path)).collect();
-        ids.sort();
-        ids.dedup();
-        assert_eq!(ids.len(), ROUTES.len(), "operation ids are unique");
-    }
 }

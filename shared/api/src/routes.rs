@@ -1,101 +1,39 @@
-//! The `/v1` routes. [`ROUTES`] is the one definition: the router is built from it and so
-//! is the OpenAPI document, so the two cannot disagree.
+//! The `/v1` routes. [`ROUTES`] is the one definition: the router is built from it (each
+//! route behind the layer for its access) and so is the OpenAPI document, so the two
+//! cannot disagree.
 
-use crate::auth::Auth;
-use crate::error::{ApiError, ApiResult};
-use crate::views;
-use crate::{MAX_BODY_BYTES, MAX_WAIT_SECS};
-use axum::Json;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodFilter, MethodRouter, on};
-use kiln_core::images::ImagesError;
-use kiln_core::ingest::Ingest;
-use kiln_core::queues::send_event;
-use kiln_core::sinks::{IngestReply, LogSink, SinkError};
-use kiln_core::submit::{SubmitError, submit};
-use kiln_core::system::Ports;
-use kiln_domain::event::{CloudEvent, types};
-use kiln_domain::logs::LogStream;
-use kiln_domain::state::Build;
-use kiln_domain::{BuildId, Repo, StageName, ids};
-use kiln_store::LogError;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use crate::access::guard;
+use crate::handlers::meta::Document;
+use crate::handlers::{builds, events, images, ingest, logs, meta};
+use crate::route::{Access, Content, Param, Route, Schemas, json, path, query};
+use crate::views::{
+    Accepted, BuildList, BuildMissingAnswer, BuildMissingRequest, BuildView, CancelAnswer, CloudEventView,
+    EventPage, Health, ImageDetailView, ImageList, IngestAnswer, LogList, Submitted,
+};
+use crate::{AppState, MAX_BODY_BYTES};
+use axum::Extension;
+use axum::extract::DefaultBodyLimit;
+use axum::http::Method;
+use axum::routing::{MethodFilter, on};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
+use utoipa::openapi::{RefOr, Schema};
 
-#[derive(Clone)]
-pub struct AppState {
-    pub ports: Ports,
-    pub auth: Arc<Auth>,
-    pub ingest: Ingest,
-}
-
-impl AppState {
-    pub fn new(ports: Ports, auth: Auth) -> Self {
-        let ingest = Ingest { logs: ports.logs.clone(), state: ports.state.clone() };
-        Self { ports, auth: Arc::new(auth), ingest }
-    }
-}
-
-/// Who may call a route.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
-    /// No token needed (health only).
-    Open,
-    /// An admin token.
-    Admin,
-    /// An admin token, or a runner token for the build in the path.
-    BuildWriter,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ParamIn {
-    Path,
-    Query,
-}
-
-#[derive(Debug, Clone, Copy)]
-pub struct Param {
-    pub name: &'static str,
-    pub at: ParamIn,
-    pub integer: bool,
-    pub description: &'static str,
-}
-
-/// What a request or a success response carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Content {
-    None,
-    Json,
-    /// Pipeline YAML.
-    Yaml,
-    /// Raw bytes (log data).
-    Bytes,
-}
-
-pub struct Route {
-    pub method: Method,
-    pub path: &'static str,
-    pub summary: &'static str,
-    pub access: Access,
-    pub params: &'static [Param],
-    pub body: Content,
-    pub ok: (u16, Content, &'static str),
-    /// Error statuses this route answers with, besides 401/403 for auth.
-    pub errors: &'static [(u16, &'static str)],
-    make: fn(MethodFilter) -> MethodRouter<AppState>,
-}
-
-const fn path(name: &'static str, description: &'static str) -> Param {
-    Param { name, at: ParamIn::Path, integer: false, description }
-}
-
-const fn query(name: &'static str, integer: bool, description: &'static str) -> Param {
-    Param { name, at: ParamIn::Query, integer, description }
+/// The document's own schema: an OpenAPI 3.1 document (its parts are not spelled out).
+fn openapi_document(_: &mut Schemas) -> RefOr<Schema> {
+    let string = || ObjectBuilder::new().schema_type(Type::String);
+    let object = || ObjectBuilder::new().schema_type(Type::Object);
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .description(Some("an OpenAPI 3.1 document"))
+        .property("openapi", string())
+        .property("info", object())
+        .property("paths", object())
+        .property("components", object())
+        .required("openapi")
+        .required("info")
+        .required("paths")
+        .into()
 }
 
 const ID: Param = path("id", "build id");
@@ -114,9 +52,9 @@ pub const ROUTES: &[Route] = &[
         access: Access::Open,
         params: &[],
         body: Content::None,
-        ok: (200, Content::Json, "the service is up"),
+        ok: (200, Content::Json(json::<Health>), "the service is up"),
         errors: &[],
-        make: |m| on(m, health),
+        make: |m| on(m, meta::health),
     },
     Route {
         method: Method::GET,
@@ -125,9 +63,9 @@ pub const ROUTES: &[Route] = &[
         access: Access::Admin,
         params: &[],
         body: Content::None,
-        ok: (200, Content::Json, "the OpenAPI 3.0 document"),
+        ok: (200, Content::Json(openapi_document), "the OpenAPI 3.1 document"),
         errors: &[],
-        make: |m| on(m, openapi),
+        make: |m| on(m, meta::openapi),
     },
     Route {
         method: Method::POST,
@@ -136,12 +74,12 @@ pub const ROUTES: &[Route] = &[
         access: Access::Admin,
         params: &[ORG, REPO],
         body: Content::Yaml,
-        ok: (201, Content::Json, "the build was created: its id"),
+        ok: (201, Content::Json(json::<Submitted>), "the build was created: its id"),
         errors: &[
             (400, "the pipeline is invalid: every error with line and column"),
             (413, "body over 1 MiB"),
         ],
-        make: |m| on(m, submit_build),
+        make: |m| on(m, builds::submit_build),
     },
     Route {
         method: Method::GET,
@@ -150,9 +88,9 @@ pub const ROUTES: &[Route] = &[
         access: Access::Admin,
         params: &[ORG, REPO, query("limit", true, "at most this many (default 50)")],
         body: Content::None,
-        ok: (200, Content::Json, "the builds"),
+        ok: (200, Content::Json(json::<BuildList>), "the builds"),
         errors: &[],
-        make: |m| on(m, list_builds),
+        make: |m| on(m, builds::list_builds),
     },
     Route {
         method: Method::GET,
@@ -161,9 +99,9 @@ pub const ROUTES: &[Route] = &[
         access: Access::Admin,
         params: &[ID],
         body: Content::None,
-        ok: (200, Content::Json, "the build"),
+        ok: (200, Content::Json(json::<BuildView>), "the build"),
         errors: &[(404, "no such build")],
-        make: |m| on(m, get_build),
+        make: |m| on(m, builds::get_build),
     },
     Route {
         method: Method::POST,
@@ -172,9 +110,9 @@ pub const ROUTES: &[Route] = &[
         access: Access::Admin,
         params: &[ID],
         body: Content::None,
-        ok: (202, Content::Json, "cancel requested"),
+        ok: (202, Content::Json(json::<CancelAnswer>), "cancel requested"),
         errors: &[(404, "no such build"), (409, "the build has already ended")],
-        make: |m| on(m, cancel_build),
+        make: |m| on(m, builds::cancel_build),
     },
     Route {
         method: Method::GET,
@@ -183,9 +121,9 @@ pub const ROUTES: &[Route] = &[
         access: Access::Admin,
         params: &[ID],
         body: Content::None,
-        ok: (200, Content::Json, "the logs"),
+        ok: (200, Content::Json(json::<LogList>), "the logs"),
         errors: &[(404, "no such build")],
-        make: |m| on(m, list_logs),
+        make: |m| on(m, logs::list_logs),
     },
     Route {
         method: Method::GET,
@@ -196,7 +134,7 @@ pub const ROUTES: &[Route] = &[
         body: Content::None,
         ok: (200, Content::Bytes, "bytes from the offset; headers kiln-next-offset and kiln-complete"),
         errors: &[(404, "no such build")],
-        make: |m| on(m, read_init_log),
+        make: |m| on(m, logs::read_init_log),
     },
     Route {
         method: Method::GET,
@@ -215,7 +153,7 @@ pub const ROUTES: &[Route] = &[
         body: Content::None,
         ok: (200, Content::Bytes, "bytes from the offset; headers kiln-next-offset and kiln-complete"),
         errors: &[(404, "no such build, step or attempt")],
-        make: |m| on(m, read_step_log),
+        make: |m| on(m, logs::read_step_log),
     },
     Route {
         method: Method::GET,
@@ -228,9 +166,9 @@ pub const ROUTES: &[Route] = &[
             query("limit", true, "at most this many (default 100, max 1000)"),
         ],
         body: Content::None,
-        ok: (200, Content::Json, "events and the cursor for the next page"),
+        ok: (200, Content::Json(json::<EventPage>), "events and the cursor for the next page"),
         errors: &[(404, "no such build")],
-        make: |m| on(m, list_events),
+        make: |m| on(m, events::list_events),
     },
     Route {
         method: Method::POST,
@@ -238,14 +176,14 @@ pub const ROUTES: &[Route] = &[
         summary: "Send a CloudEvent (JSON format) to a build",
         access: Access::BuildWriter,
         params: &[ID],
-        body: Content::Json,
-        ok: (202, Content::Json, "accepted"),
+        body: Content::Json(json::<CloudEventView>),
+        ok: (202, Content::Json(json::<Accepted>), "accepted"),
         errors: &[
             (400, "not a valid CloudEvent: says why"),
             (404, "no such build"),
             (413, "body over 1 MiB"),
         ],
-        make: |m| on(m, post_event),
+        make: |m| on(m, events::post_event),
     },
     Route {
         method: Method::POST,
@@ -258,13 +196,17 @@ pub const ROUTES: &[Route] = &[
             query("offset", true, "the batch's byte offset"),
         ],
         body: Content::Bytes,
-        ok: (200, Content::Json, "stored; `canceled` says whether the build was canceled"),
+        ok: (
+            200,
+            Content::Json(json::<IngestAnswer>),
+            "stored; `canceled` says whether the build was canceled",
+        ),
         errors: &[
             (400, "bad stream key"),
             (404, "no such build"),
             (409, "different bytes already stored there, or a gap"),
         ],
-        make: |m| on(m, ingest_logs),
+        make: |m| on(m, ingest::ingest_logs),
     },
     Route {
         method: Method::POST,
@@ -273,9 +215,9 @@ pub const ROUTES: &[Route] = &[
         access: Access::BuildWriter,
         params: &[ID, query("batch", false, "the batch id")],
         body: Content::Bytes,
-        ok: (200, Content::Json, "stored"),
+        ok: (200, Content::Json(json::<IngestAnswer>), "stored"),
         errors: &[(404, "no such build")],
-        make: |m| on(m, ingest_init),
+        make: |m| on(m, ingest::ingest_init),
     },
     Route {
         method: Method::POST,
@@ -284,9 +226,9 @@ pub const ROUTES: &[Route] = &[
         access: Access::BuildWriter,
         params: &[ID, query("stream", false, "the stream key")],
         body: Content::None,
-        ok: (200, Content::Json, "completed"),
+        ok: (200, Content::Json(json::<IngestAnswer>), "completed"),
         errors: &[(400, "bad stream key"), (404, "no such build")],
-        make: |m| on(m, ingest_complete),
+        make: |m| on(m, ingest::ingest_complete),
     },
     Route {
         method: Method::POST,
@@ -295,9 +237,9 @@ pub const ROUTES: &[Route] = &[
         access: Access::BuildWriter,
         params: &[ID, query("stage", false, "the runner's stage")],
         body: Content::None,
-        ok: (200, Content::Json, "`canceled` says whether the build was canceled"),
+        ok: (200, Content::Json(json::<IngestAnswer>), "`canceled` says whether the build was canceled"),
         errors: &[(404, "no such build")],
-        make: |m| on(m, ingest_heartbeat),
+        make: |m| on(m, ingest::ingest_heartbeat),
     },
     Route {
         method: Method::GET,
@@ -306,9 +248,9 @@ pub const ROUTES: &[Route] = &[
         access: Access::Admin,
         params: &[],
         body: Content::None,
-        ok: (200, Content::Json, "the images"),
+        ok: (200, Content::Json(json::<ImageList>), "the images"),
         errors: &[],
-        make: |m| on(m, list_images),
+        make: |m| on(m, images::list_images),
     },
     Route {
         method: Method::GET,
@@ -317,9 +259,9 @@ pub const ROUTES: &[Route] = &[
         access: Access::Admin,
         params: &[path("name", "image name")],
         body: Content::None,
-        ok: (200, Content::Json, "the image"),
+        ok: (200, Content::Json(json::<ImageDetailView>), "the image"),
         errors: &[(404, "no such image")],
-        make: |m| on(m, get_image),
+        make: |m| on(m, images::get_image),
     },
     Route {
         method: Method::POST,
@@ -327,423 +269,109 @@ pub const ROUTES: &[Route] = &[
         summary: "Build and push the providers that are missing or failed (or those named: {\"providers\": [...]})",
         access: Access::Admin,
         params: &[path("name", "image name")],
-        body: Content::Json,
-        ok: (201, Content::Json, "the build was started: its id and providers"),
+        body: Content::Json(json::<BuildMissingRequest>),
+        ok: (201, Content::Json(json::<BuildMissingAnswer>), "the build was started: its id and providers"),
         errors: &[(400, "unknown provider"), (404, "no such image"), (409, "nothing is missing or failed")],
-        make: |m| on(m, build_missing),
+        make: |m| on(m, images::build_missing),
     },
 ];
 
-/// The router for every route in [`ROUTES`].
+/// The router for every route in [`ROUTES`], each behind the check for its access.
 pub fn router(state: AppState) -> axum::Router {
+    let document = Document(Arc::new(crate::openapi::document(ROUTES)));
     let mut r = axum::Router::new();
     for route in ROUTES {
         let filter = MethodFilter::try_from(route.method.clone()).expect("ROUTES use standard methods");
-        r = r.route(route.path, (route.make)(filter));
+        r = r.route(route.path, guard(route.access, &state, (route.make)(filter)));
     }
-    r.layer(DefaultBodyLimit::max(MAX_BODY_BYTES)).with_state(state)
+    r.layer(DefaultBodyLimit::max(MAX_BODY_BYTES)).layer(Extension(document)).with_state(state)
 }
 
-async fn health() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::openapi::{document, operation_id};
+    use serde_json::Value;
 
-async fn openapi(State(st): State<AppState>, headers: HeaderMap) -> ApiResult<Json<Value>> {
-    st.auth.admin(&headers)?;
-    Ok(Json(crate::openapi::document()))
-}
-
-fn repo(org: &str, repo: &str) -> ApiResult<Repo> {
-    if ids::is_valid_name(org) && ids::is_valid_name(repo) {
-        Ok(Repo::new(org, repo))
-    } else {
-        Err(ApiError::bad_request(format!(
-            "invalid repository \"{org}/{repo}\": use letters, digits, \".\", \"_\" and \"-\""
-        )))
-    }
-}
-
-async fn submit_build(
-    State(st): State<AppState>,
-    Path((org, name)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> ApiResult<(StatusCode, Json<Value>)> {
-    st.auth.admin(&headers)?;
-    let repo = repo(&org, &name)?;
-    match submit(st.ports.state.as_ref(), st.ports.events.as_ref(), repo, &body).await {
-        Ok(b) => Ok((
-            StatusCode::CREATED,
-            Json(json!({ "id": b.id, "status": b.status, "url": format!("/v1/builds/{}", b.id) })),
-        )),
-        Err(SubmitError::Invalid(errors)) => {
-            let details =
-                errors.iter().map(|e| json!({ "line": e.line, "column": e.column, "message": e.message }));
-            Err(ApiError::bad_request(format!("the pipeline has {} error(s)", errors.len()))
-                .with_details(details.collect()))
-        }
-        Err(e) => Err(ApiError::unavailable(e)),
-    }
-}
-
-#[derive(Deserialize)]
-struct Limit {
-    limit: Option<usize>,
-}
-
-async fn list_builds(
-    State(st): State<AppState>,
-    Path((org, name)): Path<(String, String)>,
-    Query(q): Query<Limit>,
-    headers: HeaderMap,
-) -> ApiResult<Json<Value>> {
-    st.auth.admin(&headers)?;
-    let repo = repo(&org, &name)?;
-    let builds = st
-        .ports
-        .state
-        .list_builds(&repo, q.limit.unwrap_or(50).min(1000))
-        .await
-        .map_err(ApiError::unavailable)?;
-    Ok(Json(json!({ "builds": builds.iter().map(views::summary_json).collect::<Vec<_>>() })))
-}
-
-async fn load(st: &AppState, id: &str) -> ApiResult<Build> {
-    st.ports
-        .state
-        .get_build(&BuildId::new(id))
-        .await
-        .map_err(ApiError::unavailable)?
-        .ok_or_else(|| ApiError::not_found(format!("no build {id}")))
-}
-
-async fn get_build(
-    State(st): State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> ApiResult<Json<Value>> {
-    st.auth.admin(&headers)?;
-    Ok(Json(views::build_json(&load(&st, &id).await?)))
-}
-
-async fn cancel_build(
-    State(st): State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> ApiResult<(StatusCode, Json<Value>)> {
-    st.auth.admin(&headers)?;
-    let b = load(&st, &id).await?;
-    if b.status.is_terminal() {
-        return Err(ApiError::new(StatusCode::CONFLICT, format!("build {id} has already {}", b.status)));
-    }
-    let e = CloudEvent::new(
-        types::CANCEL_REQUESTED,
-        "kiln://api",
-        &b.id,
-        json!({ "reason": "canceled by request" }),
-    );
-    send_event(st.ports.events.as_ref(), &e).await.map_err(ApiError::unavailable)?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "id": b.id, "cancel": "requested" }))))
-}
-
-async fn list_logs(
-    State(st): State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> ApiResult<Json<Value>> {
-    st.auth.admin(&headers)?;
-    let b = load(&st, &id).await?;
-    let logs = st.ports.logs.list(&b.id).await.map_err(ApiError::unavailable)?;
-    Ok(Json(json!({ "logs": logs.iter().map(|l| views::log_json(&b, l)).collect::<Vec<_>>() })))
-}
-
-#[derive(Deserialize, Default)]
-struct ReadQuery {
-    offset: Option<u64>,
-    wait: Option<u64>,
-    max: Option<usize>,
-    attempt: Option<u32>,
-}
-
-async fn read_init_log(
-    State(st): State<AppState>,
-    Path(id): Path<String>,
-    Query(q): Query<ReadQuery>,
-    headers: HeaderMap,
-) -> ApiResult<Response> {
-    st.auth.admin(&headers)?;
-    let b = load(&st, &id).await?;
-    tail(&st, b, Some(LogStream::Init), None, q).await
-}
-
-async fn read_step_log(
-    State(st): State<AppState>,
-    Path((id, stage, step)): Path<(String, String, String)>,
-    Query(q): Query<ReadQuery>,
-    headers: HeaderMap,
-) -> ApiResult<Response> {
-    st.auth.admin(&headers)?;
-    let b = load(&st, &id).await?;
-    let Some(s) = b.stage(&stage) else {
-        return Err(ApiError::not_found(format!("build {id} has no stage {stage}")));
-    };
-    let plan = b.plan.stage(s.name.template());
-    let known = s.steps.iter().any(|t| t.name.as_str() == step)
-        || plan.is_some_and(|p| p.services.iter().any(|x| x.name.as_str() == step));
-    if !known {
-        return Err(ApiError::not_found(format!(
-            "stage {stage} of build {id} has no step or service {step}"
-        )));
-    }
-    let name = format!("{stage}/{step}");
-    tail(&st, b, None, Some(name), q).await
-}
-
-/// Which stream a step log request means: the given attempt, else the latest one.
-async fn find_stream(
-    st: &AppState,
-    build: &BuildId,
-    name: &str,
-    attempt: Option<u32>,
-) -> ApiResult<Option<LogStream>> {
-    let list = st.ports.logs.list(build).await.map_err(ApiError::unavailable)?;
-    let attempt_of = |s: &LogStream| match s {
-        LogStream::Step { attempt, .. } | LogStream::Service { attempt, .. } => *attempt,
-        LogStream::Init => 0,
-    };
-    Ok(list
-        .into_iter()
-        .map(|i| i.stream)
-        .filter(|s| s.display_name() == name && attempt.is_none_or(|a| attempt_of(s) == a))
-        .max_by_key(attempt_of))
-}
-
-/// Reads a stream from an offset, waiting up to `wait` seconds for bytes if none are
-/// there yet. The init log is complete when its build and every stage have ended.
-async fn tail(
-    st: &AppState,
-    mut build: Build,
-    fixed: Option<LogStream>,
-    name: Option<String>,
-    q: ReadQuery,
-) -> ApiResult<Response> {
-    let offset = q.offset.unwrap_or(0);
-    let max = q.max.unwrap_or(1 << 20).clamp(1, 8 << 20);
-    let deadline = Instant::now() + Duration::from_secs(q.wait.unwrap_or(0).min(MAX_WAIT_SECS));
-    loop {
-        let ended = build.is_settled();
-        let stream = match (&fixed, &name) {
-            (Some(s), _) => Some(s.clone()),
-            (None, Some(n)) => find_stream(st, &build.id, n, q.attempt).await?,
-            (None, None) => None,
-        };
-        let read = match &stream {
-            Some(s) => match st.ports.logs.read(&build.id, s, offset, max).await {
-                Ok(r) => Some(r),
-                Err(LogError::NotFound(_)) => None,
-                Err(e) => return Err(ApiError::unavailable(e)),
-            },
-            None => None,
-        };
-        let (bytes, next, complete) = match read {
-            Some(r) => {
-                let complete = r.complete || (stream == Some(LogStream::Init) && ended);
-                (r.bytes, r.next_offset, complete)
+    #[test]
+    fn every_route_is_documented_once_with_its_path_params() {
+        let doc = document(ROUTES);
+        for r in ROUTES {
+            let op = &doc["paths"][r.path][r.method.as_str().to_lowercase()];
+            assert!(op.is_object(), "{} {} missing", r.method, r.path);
+            let declared: Vec<&str> = op["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|p| p["in"] == "path")
+                .map(|p| p["name"].as_str().unwrap())
+                .collect();
+            let in_path: Vec<&str> = r
+                .path
+                .split('/')
+                .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+                .collect();
+            assert_eq!(declared, in_path, "{}", r.path);
+            if r.access == Access::BuildWriter {
+                assert!(in_path.contains(&"id"), "{}: a build-writer route needs {{id}}", r.path);
             }
-            // Not written yet: complete only if it never will be.
-            None => (Vec::new(), offset, ended),
-        };
-        if !bytes.is_empty() || complete || Instant::now() >= deadline {
-            let mut resp = bytes.into_response();
-            let h = resp.headers_mut();
-            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
-            h.insert("kiln-next-offset", HeaderValue::from(next));
-            h.insert("kiln-complete", HeaderValue::from_static(if complete { "true" } else { "false" }));
-            if let Some(s) = &stream {
-                h.insert("kiln-stream", HeaderValue::from_str(&s.key()).map_err(ApiError::internal)?);
-            }
-            return Ok(resp);
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        build = load(st, build.id.as_str()).await?;
+        let mut ids: Vec<String> = ROUTES.iter().map(|r| operation_id(r.method.as_str(), r.path)).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), ROUTES.len(), "operation ids are unique");
     }
-}
 
-#[derive(Deserialize)]
-struct EventsQuery {
-    after: Option<u64>,
-    limit: Option<usize>,
-}
-
-async fn list_events(
-    State(st): State<AppState>,
-    Path(id): Path<String>,
-    Query(q): Query<EventsQuery>,
-    headers: HeaderMap,
-) -> ApiResult<Json<Value>> {
-    st.auth.admin(&headers)?;
-    let b = load(&st, &id).await?;
-    let after = q.after.unwrap_or(0);
-    let events = st
-        .ports
-        .state
-        .events(&b.id, after, q.limit.unwrap_or(100).clamp(1, 1000))
-        .await
-        .map_err(ApiError::unavailable)?;
-    let next = events.last().map(|e| e.seq).unwrap_or(after);
-    Ok(Json(json!({ "events": events, "next_after": next })))
-}
-
-async fn post_event(
-    State(st): State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> ApiResult<(StatusCode, Json<Value>)> {
-    let build = BuildId::new(&id);
-    let caller = st.auth.writer_for(&headers, &build)?;
-    let event = crate::events::validate(&body, &build, &caller)?;
-    let b = load(&st, &id).await?;
-    send_event(st.ports.events.as_ref(), &event).await.map_err(ApiError::unavailable)?;
-    tracing::info!(build = %b.id, event = %event.id, r#type = %event.ty, "event accepted");
-    Ok((StatusCode::ACCEPTED, Json(json!({ "id": event.id }))))
-}
-
-async fn list_images(State(st): State<AppState>, headers: HeaderMap) -> ApiResult<Json<Value>> {
-    st.auth.admin(&headers)?;
-    let images =
-        kiln_core::images::list_images(st.ports.state.as_ref()).await.map_err(ApiError::unavailable)?;
-    Ok(Json(json!({ "images": images })))
-}
-
-fn images_error(e: ImagesError) -> ApiError {
-    let status = match &e {
-        ImagesError::NotFound(_) => StatusCode::NOT_FOUND,
-        ImagesError::UnknownProvider { .. } => StatusCode::BAD_REQUEST,
-        ImagesError::NothingMissing { .. } => StatusCode::CONFLICT,
-        ImagesError::Store(_) | ImagesError::Submit(_) => return ApiError::unavailable(e),
-    };
-    ApiError::new(status, e.to_string())
-}
-
-async fn get_image(
-    State(st): State<AppState>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-) -> ApiResult<Json<Value>> {
-    st.auth.admin(&headers)?;
-    let detail = kiln_core::images::get_image(st.ports.state.as_ref(), &name).await.map_err(images_error)?;
-    Ok(Json(serde_json::to_value(detail).map_err(ApiError::internal)?))
-}
-
-#[derive(Deserialize)]
-struct BuildMissing {
-    providers: Option<Vec<String>>,
-}
-
-async fn build_missing(
-    State(st): State<AppState>,
-    Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> ApiResult<(StatusCode, Json<Value>)> {
-    st.auth.admin(&headers)?;
-    let req: BuildMissing = if body.iter().all(u8::is_ascii_whitespace) {
-        BuildMissing { providers: None }
-    } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            ApiError::bad_request(format!("body must be {{\"providers\": [...]}} or empty: {e}"))
-        })?
-    };
-    let b = kiln_core::images::build_missing(
-        st.ports.state.as_ref(),
-        st.ports.events.as_ref(),
-        &name,
-        req.providers,
-    )
-    .await
-    .map_err(images_error)?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({ "id": b.id, "providers": b.providers, "url": format!("/v1/builds/{}", b.id) })),
-    ))
-}
-
-#[derive(Deserialize)]
-struct IngestQuery {
-    stream: Option<String>,
-    offset: Option<u64>,
-    batch: Option<String>,
-}
-
-fn stream_of(q: &IngestQuery) -> ApiResult<LogStream> {
-    let key =
-        q.stream.as_deref().ok_or_else(|| ApiError::bad_request("missing query parameter \"stream\""))?;
-    LogStream::from_key(key).ok_or_else(|| ApiError::bad_request(format!("bad stream key \"{key}\"")))
-}
-
-fn ingest_reply(r: Result<IngestReply, SinkError>) -> ApiResult<Json<Value>> {
-    match r {
-        Ok(reply) => Ok(Json(json!({ "canceled": reply.canceled }))),
-        Err(SinkError::Transient(m)) => Err(ApiError::unavailable(m)),
-        Err(SinkError::Permanent(m)) if m.starts_with("unknown build") => Err(ApiError::not_found(m)),
-        Err(SinkError::Permanent(m)) => Err(ApiError::new(StatusCode::CONFLICT, m)),
+    /// Every `$ref` in `v`.
+    fn refs(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                if let Some(Value::String(r)) = m.get("$ref") {
+                    out.push(r.clone());
+                }
+                m.values().for_each(|x| refs(x, out));
+            }
+            Value::Array(a) => a.iter().for_each(|x| refs(x, out)),
+            _ => {}
+        }
     }
-}
 
-async fn ingest_logs(
-    State(st): State<AppState>,
-    Path(id): Path<String>,
-    Query(q): Query<IngestQuery>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> ApiResult<Json<Value>> {
-    let build = BuildId::new(&id);
-    st.auth.writer_for(&headers, &build)?;
-    let stream = stream_of(&q)?;
-    let offset = q.offset.ok_or_else(|| ApiError::bad_request("missing query parameter \"offset\""))?;
-    ingest_reply(st.ingest.put(&build, &stream, offset, &body).await)
-}
-
-async fn ingest_init(
-    State(st): State<AppState>,
-    Path(id): Path<String>,
-    Query(q): Query<IngestQuery>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> ApiResult<Json<Value>> {
-    let build = BuildId::new(&id);
-    st.auth.writer_for(&headers, &build)?;
-    let batch =
-        q.batch.as_deref().ok_or_else(|| ApiError::bad_request("missing query parameter \"batch\""))?;
-    ingest_reply(st.ingest.append_init(&build, batch, &body).await)
-}
-
-async fn ingest_complete(
-    State(st): State<AppState>,
-    Path(id): Path<String>,
-    Query(q): Query<IngestQuery>,
-    headers: HeaderMap,
-) -> ApiResult<Json<Value>> {
-    let build = BuildId::new(&id);
-    st.auth.writer_for(&headers, &build)?;
-    let stream = stream_of(&q)?;
-    ingest_reply(st.ingest.complete(&build, &stream).await)
-}
-
-async fn ingest_heartbeat(
-    State(st): State<AppState>,
-    Path(id): Path<String>,
-    Query(q): Query<HeartbeatQuery>,
-    headers: HeaderMap,
-) -> ApiResult<Json<Value>> {
-    let build = BuildId::new(&id);
-    st.auth.writer_for(&headers, &build)?;
-    let stage = q.stage.ok_or_else(|| ApiError::bad_request("missing query parameter \"stage\""))?;
-    ingest_reply(st.ingest.heartbeat(&build, &StageName::new(stage)).await)
-}
-
-#[derive(Deserialize)]
-struct HeartbeatQuery {
-    stage: Option<String>,
+    #[test]
+    fn every_json_body_has_a_real_schema() {
+        let doc = document(ROUTES);
+        let schemas = doc["components"]["schemas"].as_object().unwrap();
+        let mut all = Vec::new();
+        refs(&doc, &mut all);
+        for r in &all {
+            let name = r.strip_prefix("#/components/schemas/").unwrap_or_else(|| panic!("odd ref {r}"));
+            assert!(schemas.contains_key(name), "{r} does not resolve");
+        }
+        for r in ROUTES {
+            let op = &doc["paths"][r.path][r.method.as_str().to_lowercase()];
+            let mut bodies: Vec<&Value> = op["responses"].as_object().unwrap().values().collect();
+            bodies.push(&op["requestBody"]);
+            for b in bodies {
+                let Some(schema) =
+                    b.get("content").and_then(|c| c.get("application/json")).map(|j| &j["schema"])
+                else {
+                    continue;
+                };
+                let resolved = match schema.get("$ref").and_then(Value::as_str) {
+                    Some(r) => &schemas[r.trim_start_matches("#/components/schemas/")],
+                    None => schema,
+                };
+                let described = resolved.get("properties").is_some()
+                    || resolved.get("oneOf").is_some()
+                    || resolved.get("enum").is_some();
+                assert!(described, "{} {}: a body without a schema: {resolved}", r.method, r.path);
+            }
+        }
+        // The error body is the same everywhere, and lists its fields.
+        assert_eq!(schemas["Error"]["required"], serde_json::json!(["message", "details"]));
+        // Statuses are listed from the domain's enum.
+        let status = serde_json::to_string(&schemas["Build"]["properties"]["status"]).unwrap();
+        for s in kiln_domain::Status::ALL {
+            assert!(status.contains(&format!("\"{s}\"")), "{s} missing from {status}");
+        }
+    }
 }

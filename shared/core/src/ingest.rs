@@ -18,7 +18,7 @@ impl Ingest {
     async fn reply(&self, build: &BuildId, stage: Option<&StageName>) -> Result<IngestReply, SinkError> {
         let b = self.state.get_build(build).await.map_err(|e| SinkError::Transient(e.to_string()))?;
         let Some(b) = b else {
-            return Err(SinkError::Permanent(format!("unknown build {build}")));
+            return Err(SinkError::UnknownBuild(build.clone()));
         };
         let stage_ended = stage.and_then(|s| b.stage(s.as_str())).is_some_and(|s| s.status.is_terminal());
         Ok(IngestReply { canceled: b.status == Status::Canceled || stage_ended })

@@ -15,6 +15,9 @@ pub enum SinkError {
     /// Retrying the same request cannot succeed.
     #[error("{0}")]
     Permanent(String),
+    /// There is no such build (HTTP 404): retrying cannot succeed either.
+    #[error("unknown build {0}")]
+    UnknownBuild(BuildId),
 }
 
 /// What log ingest tells the runner with each answer.
