@@ -46,7 +46,7 @@ functions/test_bridge.sh
 
 echo "== tests"
 mkdir -p target
-cargo test --workspace --locked 2>&1 | tee target/test-output.log
+cargo test --workspace --locked -- --include-ignored 2>&1 | tee target/test-output.log
 
 # One closing line for the whole run, summed over every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }

@@ -3,6 +3,7 @@
 //! turn events into transitions. Nothing here does I/O.
 
 pub mod catalog;
+pub mod commit;
 pub mod compile;
 pub mod event;
 pub mod ids;

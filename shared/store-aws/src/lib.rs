@@ -16,6 +16,7 @@ pub use s3logs::S3LogStore;
 pub use sqs::SqsQueue;
 
 use aws_config::BehaviorVersion;
+use kiln_domain::retry::Backoff;
 use kiln_store::{LogStore, Queue, StateStore};
 use std::sync::Arc;
 
@@ -163,12 +164,49 @@ where
     }
 }
 
-/// A short random pause before retrying a lost race: `attempt` 0, 1, 2, ... waits a
-/// little longer each time (at most about 100 ms).
-pub(crate) async fn backoff(attempt: u32) {
-    let cap = 5u64.saturating_mul(1 << attempt.min(5)).min(100);
-    let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]) * cap / 255;
-    tokio::time::sleep(std::time::Duration::from_millis(cap / 2 + jitter / 2)).await;
+/// Runs `try_once` until it returns `Some`: `None` means it lost a race to another writer
+/// (a conditional write failed), so it is tried again from a fresh read after a pause of
+/// the one retry policy for contended writes, [`Backoff::CONTENDED`] (jittered, so writers
+/// that collided do not collide again in step). `retrying` is told before each pause;
+/// `gave_up` words the error once the tries run out.
+pub(crate) async fn retry_races<T, E, Fut>(
+    mut try_once: impl FnMut() -> Fut,
+    retrying: impl Fn(u32),
+    gave_up: impl FnOnce(u32) -> String,
+) -> Result<T, E>
+where
+    Fut: std::future::Future<Output = Result<Option<T>, E>>,
+    E: From<RacesLost>,
+{
+    let policy = Backoff::CONTENDED;
+    let mut tries = 0;
+    loop {
+        if let Some(done) = try_once().await? {
+            return Ok(done);
+        }
+        tries += 1;
+        if !policy.again(tries) {
+            return Err(RacesLost(gave_up(tries)).into());
+        }
+        retrying(tries);
+        tokio::time::sleep(policy.delay(tries - 1)).await;
+    }
+}
+
+/// A write that kept losing races until the retry policy gave up.
+#[derive(Debug)]
+pub(crate) struct RacesLost(pub String);
+
+impl From<RacesLost> for kiln_store::StoreError {
+    fn from(e: RacesLost) -> Self {
+        Self::Backend(e.0)
+    }
+}
+
+impl From<RacesLost> for kiln_store::LogError {
+    fn from(e: RacesLost) -> Self {
+        Self::Backend(e.0)
+    }
 }
 
 #[cfg(test)]

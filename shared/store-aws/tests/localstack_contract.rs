@@ -2,10 +2,11 @@
 //! plus what only the AWS adapters have to show (dead-letter queues, compaction of big
 //! logs, the key layout).
 //!
-//! Needs a LocalStack with Kiln's resources: `localstack/start.sh && localstack/seed.sh`,
-//! then `KILN_LOCALSTACK=1`. `scripts/test.sh` does all of that. The endpoint and
-//! credentials come from the environment, else from `localstack/.state/env`. Without
-//! `KILN_LOCALSTACK` every test here prints why and passes without checking anything.
+//! Needs a LocalStack with Kiln's resources (`localstack/start.sh && localstack/seed.sh`),
+//! so every test here is `#[ignore]`d: without LocalStack they are reported as ignored,
+//! never as passed. `scripts/test.sh` starts LocalStack and runs them with
+//! `--include-ignored`. The endpoint and credentials come from the environment, else from
+//! `localstack/.state/env`.
 
 use async_trait::async_trait;
 use aws_sdk_s3::config::{Credentials, Region};
@@ -33,16 +34,8 @@ fn env_file() -> HashMap<String, String> {
         .collect()
 }
 
-/// Clients for LocalStack, or None (and a message saying why) when `KILN_LOCALSTACK` is
-/// not set.
-async fn localstack(test: &str) -> Option<Clients> {
-    if std::env::var_os("KILN_LOCALSTACK").is_none() {
-        eprintln!(
-            "SKIPPED {test}: KILN_LOCALSTACK is not set (run scripts/test.sh, or localstack/start.sh && \
-             localstack/seed.sh, then KILN_LOCALSTACK=1 cargo test -p kiln-store-aws)"
-        );
-        return None;
-    }
+/// Clients for LocalStack.
+async fn localstack() -> Clients {
     let file = env_file();
     let var = |k: &str, default: &str| {
         std::env::var(k).ok().or_else(|| file.get(k).cloned()).unwrap_or_else(|| default.to_string())
@@ -61,7 +54,7 @@ async fn localstack(test: &str) -> Option<Clients> {
         .credentials_provider(creds)
         .load()
         .await;
-    Some(Clients::from_sdk_config(&shared))
+    Clients::from_sdk_config(&shared)
 }
 
 fn config() -> AwsConfig {
@@ -146,8 +139,9 @@ impl QueueFactory for Queues {
 macro_rules! state_checks {
     ($($name:ident),* $(,)?) => {$(
         #[tokio::test]
+        #[ignore = "needs LocalStack: localstack/start.sh && localstack/seed.sh, then cargo test -- --include-ignored"]
         async fn $name() {
-            let Some(c) = localstack(stringify!($name)).await else { return };
+            let c = localstack().await;
             contract::$name(&state(&c)).await;
         }
     )*};
@@ -156,8 +150,9 @@ macro_rules! state_checks {
 macro_rules! log_checks {
     ($($name:ident),* $(,)?) => {$(
         #[tokio::test]
+        #[ignore = "needs LocalStack: localstack/start.sh && localstack/seed.sh, then cargo test -- --include-ignored"]
         async fn $name() {
-            let Some(c) = localstack(stringify!($name)).await else { return };
+            let c = localstack().await;
             contract::$name(&logs(&c)).await;
         }
     )*};
@@ -166,8 +161,9 @@ macro_rules! log_checks {
 macro_rules! queue_checks {
     ($($name:ident),* $(,)?) => {$(
         #[tokio::test]
+        #[ignore = "needs LocalStack: localstack/start.sh && localstack/seed.sh, then cargo test -- --include-ignored"]
         async fn $name() {
-            let Some(c) = localstack(stringify!($name)).await else { return };
+            let c = localstack().await;
             let q = Queues::new(&c);
             contract::$name(&q).await;
             q.clean_up().await;
@@ -177,6 +173,8 @@ macro_rules! queue_checks {
 
 kiln_store_contract::for_each_state_check!(state_checks);
 
+kiln_store_contract::for_each_lease_check!(state_checks);
+
 kiln_store_contract::for_each_log_check!(log_checks);
 
 kiln_store_contract::for_each_queue_check!(queue_checks);
@@ -184,8 +182,9 @@ kiln_store_contract::for_each_queue_check!(queue_checks);
 /// The whole suites on one store each, concurrently: the checks must not step on each
 /// other (one table and one bucket serve every check).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs LocalStack: localstack/start.sh && localstack/seed.sh, then cargo test -- --include-ignored"]
 async fn suites_share_one_store() {
-    let Some(c) = localstack("suites_share_one_store").await else { return };
+    let c = localstack().await;
     let (s, l) = (state(&c), logs(&c));
     tokio::join!(contract::state_suite(&s), contract::state_suite(&s), contract::log_suite(&l));
 }
@@ -195,8 +194,9 @@ async fn suites_share_one_store() {
 
 /// `connect_with` resolves the seeded queues by name and serves every port.
 #[tokio::test]
+#[ignore = "needs LocalStack: localstack/start.sh && localstack/seed.sh, then cargo test -- --include-ignored"]
 async fn connect_resolves_the_seeded_resources() {
-    let Some(c) = localstack("connect_resolves_the_seeded_resources").await else { return };
+    let c = localstack().await;
     let backend = connect_with(c, &AwsConfig::default()).await.expect("connect");
     let b = contract::sample_build();
     backend.state.create_build(&b).await.expect("create");
@@ -204,7 +204,7 @@ async fn connect_resolves_the_seeded_resources() {
     backend.logs.put_chunk(&b.id, &LogStream::Init, 0, b"hi\n").await.expect("put");
     assert_eq!(contract::read_all(&*backend.logs, &b.id, &LogStream::Init).await.0, b"hi\n");
     let missing = kiln_store_aws::connect_with(
-        localstack("connect").await.expect("clients"),
+        localstack().await,
         &AwsConfig { jobs_queue_url: "kiln-no-such-queue".into(), ..AwsConfig::default() },
     )
     .await;
@@ -221,8 +221,9 @@ async fn receive_one(q: &dyn Queue, within: Duration) -> Option<kiln_store::Rece
 /// A FIFO message received and not deleted comes back after the visibility timeout with
 /// receive count 2 (the events queue is FIFO; the contract checks a standard queue).
 #[tokio::test]
+#[ignore = "needs LocalStack: localstack/start.sh && localstack/seed.sh, then cargo test -- --include-ignored"]
 async fn sqs_fifo_redelivery_counts_receives() {
-    let Some(c) = localstack("sqs_fifo_redelivery_counts_receives").await else { return };
+    let c = localstack().await;
     let queues = Queues::new(&c);
     let q = queues.create(true, &[visibility(Duration::from_secs(1))]).await;
     q.send(OutMessage::grouped("event", "build-1", "ev-1")).await.expect("send");
@@ -237,8 +238,9 @@ async fn sqs_fifo_redelivery_counts_receives() {
 /// A message received `maxReceiveCount` times without being deleted (a poison message)
 /// moves to the dead-letter queue.
 #[tokio::test]
+#[ignore = "needs LocalStack: localstack/start.sh && localstack/seed.sh, then cargo test -- --include-ignored"]
 async fn sqs_poison_message_lands_in_the_dead_letter_queue() {
-    let Some(c) = localstack("sqs_poison_message_lands_in_the_dead_letter_queue").await else { return };
+    let c = localstack().await;
     let queues = Queues::new(&c);
     let dlq = queues.create(false, &[]).await;
     let policy = serde_json::json!({ "deadLetterTargetArn": queues.arn(&dlq).await, "maxReceiveCount": 2 });
@@ -304,8 +306,9 @@ async fn object(c: &Clients, key: &str) -> Vec<u8> {
 /// A 20 MB log written in 256 KiB batches compacts (multipart) into one object that reads
 /// back byte-exact; the chunks are gone afterwards.
 #[tokio::test]
+#[ignore = "needs LocalStack: localstack/start.sh && localstack/seed.sh, then cargo test -- --include-ignored"]
 async fn s3_twenty_megabytes_compact_and_read_back() {
-    let Some(c) = localstack("s3_twenty_megabytes_compact_and_read_back").await else { return };
+    let c = localstack().await;
     let l = logs(&c);
     let (b, s) = (BuildId::generate(), contract::step_stream(1));
     let data = contract::noise(20 * 1000 * 1000, 7);
@@ -339,8 +342,9 @@ async fn s3_twenty_megabytes_compact_and_read_back() {
 /// Chunks big enough to be parts are copied inside S3 (UploadPartCopy), mixed with
 /// small ones gathered into parts.
 #[tokio::test]
+#[ignore = "needs LocalStack: localstack/start.sh && localstack/seed.sh, then cargo test -- --include-ignored"]
 async fn s3_big_chunks_compact_by_copy() {
-    let Some(c) = localstack("s3_big_chunks_compact_by_copy").await else { return };
+    let c = localstack().await;
     let l = logs(&c);
     let (b, s) = (BuildId::generate(), contract::step_stream(2));
     let big = 6 * 1024 * 1024;
@@ -357,8 +361,9 @@ async fn s3_big_chunks_compact_by_copy() {
 
 /// The objects a stream is made of, before and after `complete`.
 #[tokio::test]
+#[ignore = "needs LocalStack: localstack/start.sh && localstack/seed.sh, then cargo test -- --include-ignored"]
 async fn s3_key_layout() {
-    let Some(c) = localstack("s3_key_layout").await else { return };
+    let c = localstack().await;
     let l = logs(&c);
     let b = BuildId::generate();
     let s = LogStream::Step { stage: "heads#2".into(), step: "say".into(), number: 3, attempt: 2 };
@@ -390,8 +395,9 @@ async fn s3_key_layout() {
 /// Writers racing for one offset: same bytes both succeed; different bytes, exactly one
 /// wins and the other is a conflict (or lands after it, as a longer retry would).
 #[tokio::test]
+#[ignore = "needs LocalStack: localstack/start.sh && localstack/seed.sh, then cargo test -- --include-ignored"]
 async fn s3_racing_writers() {
-    let Some(c) = localstack("s3_racing_writers").await else { return };
+    let c = localstack().await;
     let (l1, l2) = (logs(&c), logs(&c));
     let (b, s) = (BuildId::generate(), contract::step_stream(1));
     for round in 0..5u64 {
@@ -441,8 +447,9 @@ async fn s3_racing_writers() {
 /// The items of one build: the build, its stages, its events and applied event ids, and
 /// the GSI keys that list it.
 #[tokio::test]
+#[ignore = "needs LocalStack: localstack/start.sh && localstack/seed.sh, then cargo test -- --include-ignored"]
 async fn dynamo_item_layout() {
-    let Some(c) = localstack("dynamo_item_layout").await else { return };
+    let c = localstack().await;
     let s = state(&c);
     let b = contract::sample_build();
     s.create_build(&b).await.expect("create");
@@ -486,4 +493,58 @@ async fn dynamo_item_layout() {
     assert_eq!(attr("gsi1sk").as_s().expect("s"), b.id.as_str());
     assert_eq!(attr("last_seq").as_n().expect("n"), "2");
     assert_eq!(attr("version").as_n().expect("n"), "2");
+}
+
+/// A heartbeat (a runner renewing its lease) writes the stage's lease item only: the
+/// stage item, whose `version` fan-in commits are conditional on, is left as it was, so
+/// heartbeats never make a commit lose its race and retry.
+#[tokio::test]
+#[ignore = "needs LocalStack: localstack/start.sh && localstack/seed.sh, then cargo test -- --include-ignored"]
+async fn dynamo_lease_renewal_leaves_the_stage_item_alone() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let c = localstack().await;
+    let s = state(&c);
+    let b = contract::sample_build();
+    s.create_build(&b).await.expect("create");
+    let stage = kiln_domain::StageName::new("build");
+    let long = Duration::from_secs(600);
+    let claim = s.claim_job(&b.id, &stage, "r1", long).await.expect("claim");
+    assert_eq!(claim, kiln_store::Claim::Claimed { attempt: 1 });
+    let item = |sk: &'static str| {
+        let (c, id) = (c.dynamodb.clone(), b.id.clone());
+        async move {
+            c.get_item()
+                .table_name(config().table)
+                .consistent_read(true)
+                .key("pk", AttributeValue::S(format!("BUILD#{id}")))
+                .key("sk", AttributeValue::S(sk.to_string()))
+                .send()
+                .await
+                .expect("get item")
+                .item
+                .expect("the item exists")
+        }
+    };
+    let attr = |i: &HashMap<String, AttributeValue>, name: &str| i.get(name).cloned().expect(name);
+    let before = item("BUILD#STAGE#build").await;
+    let lease = item("BUILD#LEASE#build").await;
+    assert_eq!(attr(&lease, "runner").as_s().expect("s"), "r1");
+    assert_eq!(attr(&lease, "attempt").as_n().expect("n"), "1");
+    for _ in 0..3 {
+        let renewed = s.claim_job(&b.id, &stage, "r1", long).await.expect("renew");
+        assert_eq!(renewed, kiln_store::Claim::Claimed { attempt: 1 });
+    }
+    let after = item("BUILD#STAGE#build").await;
+    assert_eq!(before, after, "renewals leave the stage item (its version and document) alone");
+    let doc: kiln_domain::state::StageState =
+        serde_json::from_str(attr(&after, "doc").as_s().expect("s")).expect("stage doc");
+    assert_eq!(doc.lease, None, "the lease is not in the stage document");
+    let renewed: u64 =
+        attr(&item("BUILD#LEASE#build").await, "until_ms").as_n().expect("n").parse().expect("ms");
+    let first: u64 = attr(&lease, "until_ms").as_n().expect("n").parse().expect("ms");
+    assert!(renewed >= first);
+    // The lease reads back with the stage.
+    let got = s.get_build(&b.id).await.expect("get").expect("build");
+    let l = got.stage("build").and_then(|st| st.lease.clone()).expect("lease");
+    assert_eq!((l.runner.as_str(), l.attempt, l.until_ms), ("r1", 1, renewed));
 }

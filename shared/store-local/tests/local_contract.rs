@@ -29,6 +29,19 @@ macro_rules! state_checks {
     )*};
 }
 
+/// Lease checks on paused time: the local store's leases follow tokio's clock, so a
+/// lease runs out as soon as the test's sleep is auto-advanced past it.
+macro_rules! lease_checks {
+    ($($name:ident),* $(,)?) => {$(
+        #[tokio::test(start_paused = true)]
+        async fn $name() {
+            let dir = tempdir();
+            let store = LocalStateStore::open(dir.path()).expect("open");
+            contract::$name(&store).await;
+        }
+    )*};
+}
+
 macro_rules! log_checks {
     ($($name:ident),* $(,)?) => {$(
         #[tokio::test]
@@ -52,9 +65,10 @@ impl QueueFactory for LocalQueues {
     }
 }
 
+/// Queue checks on paused time: the local queue's timeouts are tokio timers.
 macro_rules! queue_checks {
     ($($name:ident),* $(,)?) => {$(
-        #[tokio::test]
+        #[tokio::test(start_paused = true)]
         async fn $name() {
             contract::$name(&LocalQueues).await;
         }
@@ -62,6 +76,8 @@ macro_rules! queue_checks {
 }
 
 kiln_store_contract::for_each_state_check!(state_checks);
+
+kiln_store_contract::for_each_lease_check!(lease_checks);
 
 kiln_store_contract::for_each_log_check!(log_checks);
 
@@ -384,7 +400,7 @@ async fn drain(q: &LocalQueue, wait: Duration) -> Vec<kiln_store::Received> {
     q.receive(100, wait).await.expect("receive")
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn queue_deliver_twice() {
     let q = LocalQueue::new(QueueOptions::standard(Duration::from_secs(30)).deliver_twice(true));
     q.send(OutMessage::new("job")).await.expect("send");
@@ -400,7 +416,7 @@ async fn queue_deliver_twice() {
     assert!(q.is_empty());
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn queue_deliver_twice_fifo_keeps_group_order() {
     let q = LocalQueue::new(QueueOptions::fifo(Duration::from_secs(30)).deliver_twice(true));
     q.send(OutMessage::grouped("a1", "g", "a1")).await.expect("send");
@@ -417,7 +433,7 @@ async fn queue_deliver_twice_fifo_keeps_group_order() {
     assert!(q.is_empty());
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn queue_dead_letter_after_max_receive_count() {
     let dlq = Arc::new(LocalQueue::standard(Duration::from_secs(30)));
     let q =
@@ -441,7 +457,7 @@ async fn queue_dead_letter_after_max_receive_count() {
     assert!(matches!(q.delete(&second[0].receipt).await, Err(QueueError::BadReceipt)));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn queue_dead_letter_unblocks_fifo_group() {
     let dlq = Arc::new(LocalQueue::fifo(Duration::from_secs(30)));
     let q = LocalQueue::new(QueueOptions::fifo(Duration::from_millis(100)).with_dead_letter(dlq.clone(), 1));
@@ -453,7 +469,7 @@ async fn queue_dead_letter_unblocks_fifo_group() {
     assert_eq!(dlq.len(), 1);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn queue_stale_receipts() {
     let q = LocalQueue::standard(Duration::from_millis(150));
     q.send(OutMessage::new("m")).await.expect("send");
@@ -467,12 +483,12 @@ async fn queue_stale_receipts() {
     // Expired but not yet redelivered: the receipt still works.
     q.send(OutMessage::new("n")).await.expect("send");
     let m = drain(&q, Duration::ZERO).await.pop().expect("message");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::advance(Duration::from_millis(300)).await;
     q.delete(&m.receipt).await.expect("delete after the timeout, before redelivery");
     assert!(q.is_empty());
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn queue_dedup_window_and_standard_ignores_groups() {
     let q = LocalQueue::new(QueueOptions {
         dedup_window: Duration::from_millis(100),
@@ -481,7 +497,7 @@ async fn queue_dedup_window_and_standard_ignores_groups() {
     q.send(OutMessage::grouped("x", "g", "d")).await.expect("send");
     q.send(OutMessage::grouped("x", "g", "d")).await.expect("send");
     assert_eq!(q.len(), 1);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::advance(Duration::from_millis(200)).await;
     q.send(OutMessage::grouped("x", "g", "d")).await.expect("send");
     assert_eq!(q.len(), 2, "outside the window a resend is new");
 
@@ -491,11 +507,11 @@ async fn queue_dedup_window_and_standard_ignores_groups() {
     assert_eq!(drain(&std_q, Duration::ZERO).await.len(), 2);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn queue_receive_times_out_empty() {
     let q = LocalQueue::standard(Duration::from_secs(1));
-    let t = std::time::Instant::now();
+    let t = tokio::time::Instant::now();
     assert!(q.receive(1, Duration::from_millis(200)).await.expect("receive").is_empty());
-    assert!(t.elapsed() >= Duration::from_millis(190));
+    assert_eq!(t.elapsed(), Duration::from_millis(200), "waits the whole time, on paused time exactly");
     assert!(q.receive(0, Duration::from_secs(5)).await.expect("receive").is_empty());
 }

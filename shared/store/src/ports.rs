@@ -1,10 +1,11 @@
 //! The port traits. Rules never see an SDK type: adapters translate.
 
 use async_trait::async_trait;
-use kiln_domain::catalog::{CatalogWrite, ImageHistoryEntry, ImageRecord};
-use kiln_domain::event::{CloudEvent, StoredEvent};
+use kiln_domain::catalog::{ImageHistoryEntry, ImageRecord};
+use kiln_domain::commit::{ClaimDecision, CommitError};
+use kiln_domain::event::StoredEvent;
 use kiln_domain::logs::LogStream;
-use kiln_domain::state::{Build, Transition, TransitionError};
+use kiln_domain::state::{Build, TransitionError};
 use kiln_domain::{BuildId, Repo, StageName};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -23,27 +24,21 @@ pub enum StoreError {
     Backend(String),
 }
 
-/// A set of changes to one build, applied atomically and at most once per `event_id`.
-#[derive(Debug, Clone, Default)]
-pub struct Commit {
-    /// The id of the event being applied: recorded with its effect, so applying the same
-    /// event again is a no-op ([`CommitOutcome::Duplicate`]).
-    pub event_id: String,
-    /// Conditional transitions: all apply, or none.
-    pub transitions: Vec<Transition>,
-    /// New stage instances (event-triggered stages), added before the transitions apply.
-    pub new_stages: Vec<kiln_domain::state::StageState>,
-    /// When set, replaces the build's record of events waiting for fan-in triggers
-    /// (`Build::arrivals`).
-    pub arrivals: Option<kiln_domain::state::Arrivals>,
-    /// Appended to the build's history, numbered in order.
-    pub events: Vec<CloudEvent>,
-    /// Image catalog writes, at most one per (image, provider), each conditional on the
-    /// record's version (`CatalogWrite::check`): all apply with the rest of the commit, or
-    /// the commit is refused as a `Conflict`. Each written record is also appended to its
-    /// image's history.
-    pub images: Vec<CatalogWrite>,
+impl StoreError {
+    /// The error for a commit to `build` that `Build::apply_commit` or
+    /// `commit::apply_catalog` refused.
+    pub fn refused(build: &BuildId, e: CommitError) -> Self {
+        match e {
+            CommitError::StageExists(stage) => Self::AlreadyExists(format!("stage {stage} of build {build}")),
+            CommitError::Conflict(e) => Self::Conflict(e),
+            e @ CommitError::InvalidImage { .. } => Self::Backend(e.to_string()),
+        }
+    }
 }
+
+/// A set of changes to one build, applied atomically and at most once per `event_id`
+/// (defined in the domain, beside the rule that applies it: `Build::apply_commit`).
+pub use kiln_domain::commit::Commit;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CommitOutcome {
@@ -62,6 +57,16 @@ pub enum Claim {
     Busy,
     /// The stage has already ended (or the build has): nothing to run.
     Finished,
+}
+
+impl From<&ClaimDecision> for Claim {
+    fn from(d: &ClaimDecision) -> Self {
+        match d {
+            ClaimDecision::Finished => Claim::Finished,
+            ClaimDecision::Busy => Claim::Busy,
+            ClaimDecision::Renew(l) | ClaimDecision::Take(l) => Claim::Claimed { attempt: l.attempt },
+        }
+    }
 }
 
 /// A short view of a build for listings.

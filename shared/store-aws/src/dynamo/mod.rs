@@ -1,0 +1,345 @@
+//! [`DynamoStateStore`]: builds, stages, the event history and applied event ids in one
+//! DynamoDB table. The design (keys, the GSI, the access patterns) is written down in
+//! ARCHITECTURE.md, "DynamoDB single-table design".
+
+mod commit;
+mod keys;
+mod lease;
+
+use crate::retry_races;
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+use keys::*;
+use kiln_domain::catalog::{ImageHistoryEntry, ImageRecord};
+use kiln_domain::event::StoredEvent;
+use kiln_domain::ids::is_valid_name;
+use kiln_domain::state::{Build, StageState};
+use kiln_domain::{BuildId, Repo, StageName};
+use kiln_store::{BuildSummary, Claim, Commit, CommitOutcome, StateStore, StoreError};
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// The state store on DynamoDB (single table; see ARCHITECTURE.md).
+///
+/// Every commit is one TransactWriteItems: the applied event id (a conditional Put, so an
+/// event applies once), the build item (conditional on the version read, so commits to
+/// one build are serialized and sequence numbers are gapless), the changed stage items
+/// (conditional on their versions), new stage items and one item per history event. A
+/// commit whose transaction loses a race is retried from a fresh read; its transitions
+/// are checked again with [`Build::apply_commit`] then, so a transition that went stale
+/// is refused as a conflict, never applied twice. Leases have items of their own, so a
+/// runner's heartbeat never changes what a commit is conditional on.
+#[derive(Debug, Clone)]
+pub struct DynamoStateStore {
+    client: Client,
+    table: String,
+}
+
+/// A build as read, with the versions its writes are conditional on.
+pub(super) struct Loaded {
+    pub(super) build: Build,
+    pub(super) version: u64,
+    pub(super) last_seq: u64,
+    pub(super) stage_versions: HashMap<StageName, u64>,
+}
+
+impl DynamoStateStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self { client, table: table.into() }
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// Runs a Query with the SDK's paginator until its end or until `limit` items.
+    pub(super) async fn query_all(
+        &self,
+        query: QueryFluentBuilder,
+        limit: usize,
+        what: &str,
+    ) -> Result<Vec<Item>, StoreError> {
+        let page = i32::try_from(limit).unwrap_or(i32::MAX).min(1000);
+        let mut pages = query.into_paginator().page_size(page).send();
+        let mut items = Vec::new();
+        while items.len() < limit
+            && let Some(res) = pages.next().await
+        {
+            items.extend(res.map_err(|e| sdk(what, &e))?.items.unwrap_or_default());
+        }
+        items.truncate(limit);
+        Ok(items)
+    }
+
+    /// The build item, its stage items and their lease items, in one (paginated)
+    /// consistent Query.
+    pub(super) async fn load(&self, id: &BuildId) -> Result<Option<Loaded>, StoreError> {
+        let query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .consistent_read(true)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :b)")
+            .expression_attribute_values(":pk", s(pk(id)))
+            .expression_attribute_values(":b", s(BUILD_SK));
+        let items = self.query_all(query, usize::MAX, "query build").await?;
+        let Some(head) =
+            items.iter().find(|i| matches!(i.get("sk"), Some(AttributeValue::S(k)) if k == BUILD_SK))
+        else {
+            return Ok(None);
+        };
+        let mut build: Build = parse(head, "doc")?;
+        let version = get_n(head, "version")?;
+        let last_seq = get_n(head, "last_seq")?;
+        let mut stages = Vec::new();
+        let mut stage_versions = HashMap::new();
+        let mut leases = HashMap::new();
+        for item in &items {
+            let sk = get_s(item, "sk")?;
+            if let Some(stage) = sk.strip_prefix(LEASE_PREFIX) {
+                leases.insert(StageName::new(stage), lease_of(item)?);
+            } else if sk.starts_with(STAGE_PREFIX) {
+                let mut st: StageState = parse(item, "doc")?;
+                st.dispatched = matches!(item.get("dispatched"), Some(AttributeValue::Bool(true)));
+                stage_versions.insert(st.name.clone(), get_n(item, "version")?);
+                stages.push((get_n(item, "idx")?, st));
+            }
+        }
+        for (_, st) in &mut stages {
+            st.lease = leases.remove(&st.name);
+        }
+        stages.sort_by_key(|(idx, _)| *idx);
+        build.stages = stages.into_iter().map(|(_, st)| st).collect();
+        Ok(Some(Loaded { build, version, last_seq, stage_versions }))
+    }
+
+    /// Whether an item exists (a consistent read of its key only).
+    pub(super) async fn exists(&self, pk: String, sk: String, what: &str) -> Result<bool, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .consistent_read(true)
+            .set_key(Some(key(pk, sk)))
+            .projection_expression("pk")
+            .send()
+            .await
+            .map_err(|e| sdk(what, &e))?;
+        Ok(out.item.is_some())
+    }
+
+    pub(super) async fn build_exists(&self, id: &BuildId) -> Result<bool, StoreError> {
+        self.exists(pk(id), BUILD_SK.to_string(), "get build").await
+    }
+
+    pub(super) async fn applied(&self, id: &BuildId, event_id: &str) -> Result<bool, StoreError> {
+        if event_id.is_empty() {
+            return Ok(false);
+        }
+        self.exists(pk(id), applied_sk(event_id), "get applied event").await
+    }
+    pub(super) async fn transact(
+        &self,
+        items: Vec<TransactWriteItem>,
+    ) -> Result<(), SdkError<TransactWriteItemsError>> {
+        self.client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            // The SDK resends the same token when it retries: a transaction that was
+            // applied but whose answer was lost is not applied again.
+            .client_request_token(uuid::Uuid::new_v4().to_string())
+            .send()
+            .await
+            .map(drop)
+    }
+}
+
+#[async_trait]
+impl StateStore for DynamoStateStore {
+    async fn create_build(&self, build: &Build) -> Result<(), StoreError> {
+        if build.stages.len() + 1 > MAX_TRANSACTION_ITEMS {
+            return Err(StoreError::Backend(format!(
+                "build {} has {} stages: one DynamoDB transaction creates at most {}",
+                build.id,
+                build.stages.len(),
+                MAX_TRANSACTION_ITEMS - 1
+            )));
+        }
+        let mut item = key(pk(&build.id), BUILD_SK.to_string());
+        item.insert("gsi1pk".into(), s(repo_key(&build.repo)));
+        item.insert("gsi1sk".into(), s(build.id.as_str()));
+        item.insert("version".into(), n(1));
+        item.insert("last_seq".into(), n(0));
+        item.insert("status".into(), s(status_str(build.status)?));
+        item.insert("summary".into(), s(json(&summary(build))?));
+        item.insert("doc".into(), s(build_doc(build)?));
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(sk)")
+            .build()
+            .map_err(|e| backend("build request", e))?;
+        let mut items = vec![TransactWriteItem::builder().put(put).build()];
+        for (i, st) in build.stages.iter().enumerate() {
+            items.push(self.stage_put(&build.id, i, st)?);
+        }
+        match self.transact(items).await {
+            Ok(()) => Ok(()),
+            Err(e) => match cancel_reasons(&e) {
+                Some(r) if r.first().is_some_and(|c| c == "ConditionalCheckFailed") => {
+                    Err(StoreError::AlreadyExists(format!("build {}", build.id)))
+                }
+                _ => Err(sdk("create build", &e)),
+            },
+        }
+    }
+
+    async fn get_build(&self, id: &BuildId) -> Result<Option<Build>, StoreError> {
+        Ok(self.load(id).await?.map(|l| l.build))
+    }
+
+    async fn list_builds(&self, repo: &Repo, limit: usize) -> Result<Vec<BuildSummary>, StoreError> {
+        let query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(GSI1)
+            .key_condition_expression("gsi1pk = :r")
+            .expression_attribute_values(":r", s(repo_key(repo)))
+            .projection_expression("summary")
+            .scan_index_forward(false);
+        let items = self.query_all(query, limit, "list builds").await?;
+        items.iter().map(|item| parse::<BuildSummary>(item, "summary")).collect()
+    }
+
+    async fn commit(&self, build: &BuildId, commit: &Commit) -> Result<CommitOutcome, StoreError> {
+        retry_races(
+            || self.try_commit(build, commit),
+            |tries| tracing::debug!(build = %build, event = %commit.event_id, tries, "commit lost a race; retrying"),
+            |tries| format!("commit of event {:?} to build {build}: still losing races after {tries} tries", commit.event_id),
+        )
+        .await
+    }
+
+    async fn events(
+        &self,
+        build: &BuildId,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut out = Vec::new();
+        if let Some(first) = after_seq.checked_add(1) {
+            let query = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+                .expression_attribute_values(":pk", s(pk(build)))
+                .expression_attribute_values(":from", s(event_sk(first)))
+                .expression_attribute_values(":to", s(event_sk(u64::MAX)));
+            for item in self.query_all(query, limit, "query events").await? {
+                out.push(StoredEvent { seq: get_n(&item, "seq")?, event: parse(&item, "event")? });
+            }
+        }
+        if out.is_empty() && !self.build_exists(build).await? {
+            return Err(StoreError::NotFound(build.clone()));
+        }
+        Ok(out)
+    }
+
+    async fn mark_dispatched(&self, build: &BuildId, stage: &StageName) -> Result<bool, StoreError> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(pk(build), stage_sk(stage))))
+            .update_expression("SET dispatched = :t")
+            .condition_expression("attribute_exists(sk) AND dispatched = :f")
+            .expression_attribute_values(":t", AttributeValue::Bool(true))
+            .expression_attribute_values(":f", AttributeValue::Bool(false))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => {
+                // Already marked, or no such stage.
+                if self.exists(pk(build), stage_sk(stage), "get stage").await? {
+                    Ok(false)
+                } else {
+                    Err(StoreError::NotFound(build.clone()))
+                }
+            }
+            Err(e) => Err(sdk("mark dispatched", &e)),
+        }
+    }
+
+    async fn claim_job(
+        &self,
+        build: &BuildId,
+        stage: &StageName,
+        runner: &str,
+        lease: Duration,
+    ) -> Result<Claim, StoreError> {
+        let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
+        retry_races(
+            || self.try_claim(build, stage, runner, lease_ms),
+            |tries| tracing::debug!(build = %build, stage = %stage, tries, "claim lost a race; retrying"),
+            |tries| {
+                format!("claim of stage {stage} of build {build}: still losing races after {tries} tries")
+            },
+        )
+        .await
+    }
+
+    async fn get_image(&self, image: &str) -> Result<Vec<ImageRecord>, StoreError> {
+        self.image_records(image).await
+    }
+
+    async fn list_images(&self) -> Result<Vec<ImageRecord>, StoreError> {
+        let query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(GSI1)
+            .key_condition_expression("gsi1pk = :p")
+            .expression_attribute_values(":p", s(CATALOG_GSI_PK))
+            .projection_expression("#record")
+            .expression_attribute_names("#record", "record");
+        let items = self.query_all(query, usize::MAX, "list images").await?;
+        items.iter().map(|item| parse::<ImageRecord>(item, "record")).collect()
+    }
+
+    async fn image_history(&self, image: &str) -> Result<Vec<ImageHistoryEntry>, StoreError> {
+        if !is_valid_name(image) {
+            return Ok(Vec::new());
+        }
+        self.query_records(image_pk(image), HISTORY_PREFIX).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kiln_domain::Status;
+
+    #[test]
+    fn keys_sort_as_the_design_needs() {
+        // Build and stage items share the "BUILD" prefix; events and applied ids do not.
+        for k in [stage_sk(&"a".into()), lease_sk(&"a".into()), BUILD_SK.to_string()] {
+            assert!(k.starts_with(BUILD_SK));
+        }
+        for k in [event_sk(1), applied_sk("e")] {
+            assert!(!k.starts_with(BUILD_SK));
+        }
+        // Events sort by number.
+        assert!(event_sk(9) < event_sk(10));
+        assert!(event_sk(10) < event_sk(u64::MAX));
+        assert_eq!(event_sk(u64::MAX).len(), EVENT_PREFIX.len() + 20);
+        assert_eq!(status_str(Status::Running).unwrap(), "running");
+    }
+}
