@@ -11,6 +11,7 @@ pub mod plan;
 pub mod protocol;
 pub mod react;
 pub mod retry;
+pub mod secret;
 pub mod state;
 pub mod status;
 

@@ -85,6 +85,8 @@ use kiln_domain::plan::{
 use kiln_domain::state::{Build, Patch, StageState, Target, Transition, TransitionError};
 use kiln_domain::status::ImageStatus;
 use kiln_domain::{BuildId, Repo, StageName, Status};
+pub mod secrets;
+
 use kiln_store::{
     Claim, Commit, CommitOutcome, LogError, LogStore, OutMessage, Queue, QueueError, Received, StateStore,
     StoreError,
