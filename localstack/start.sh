@@ -60,7 +60,7 @@ else
     GATEWAY_LISTEN="127.0.0.1:$PORT" \
     LOCALSTACK_HOST="127.0.0.1:$PORT" \
     SQS_ENDPOINT_STRATEGY=path \
-    SERVICES=s3,sqs,dynamodb,cloudformation,iam,sts \
+    SERVICES=s3,sqs,dynamodb,cloudformation,iam,sts,ssm,kms \
     DISABLE_EVENTS=1 \
     SKIP_SSL_CERT_DOWNLOAD=1 \
     DNS_ADDRESS=0 \

@@ -13,6 +13,7 @@ pub mod protocol;
 pub mod react;
 pub mod report;
 pub mod retry;
+pub mod secret;
 pub mod state;
 pub mod status;
 

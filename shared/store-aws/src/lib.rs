@@ -10,10 +10,12 @@
 mod dynamo;
 mod s3logs;
 mod sqs;
+mod ssm;
 
 pub use dynamo::DynamoStateStore;
 pub use s3logs::S3LogStore;
 pub use sqs::SqsQueue;
+pub use ssm::SsmSecretStore;
 
 use aws_config::BehaviorVersion;
 use kiln_domain::retry::Backoff;

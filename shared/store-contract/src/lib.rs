@@ -89,6 +89,7 @@ mod fixtures;
 mod leases;
 mod logs;
 mod queues;
+pub mod secrets;
 mod state;
 
 pub use catalog::*;

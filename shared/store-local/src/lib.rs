@@ -13,6 +13,7 @@
 //! DATA/logs/<build-id>/<key>.log        one file per log stream (`LogStream::key()`)
 //! DATA/logs/<build-id>/<key>.complete   marker: the stream has ended
 //! DATA/logs/<build-id>/<key>.batches    batch ids of `append` (one JSON object a line)
+//! DATA/secrets/<org>/<repo>/<NAME>.secret   a repository secret, sealed (see `secrets`)
 //! ```
 //!
 //! File I/O runs on tokio's blocking pool, never on the async workers.
@@ -20,10 +21,12 @@
 mod logs;
 mod queue;
 pub mod redeliver;
+mod secrets;
 mod state;
 
 pub use logs::LocalLogStore;
 pub use queue::{LocalQueue, QueueOptions};
+pub use secrets::{LocalSecretStore, key_path_from};
 pub use state::LocalStateStore;
 
 /// Whether a build id can be used as a file name: ASCII letters, digits, `-` and `_`

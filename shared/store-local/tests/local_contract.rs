@@ -515,3 +515,12 @@ async fn queue_receive_times_out_empty() {
     assert_eq!(t.elapsed(), Duration::from_millis(200), "waits the whole time, on paused time exactly");
     assert!(q.receive(0, Duration::from_secs(5)).await.expect("receive").is_empty());
 }
+
+#[tokio::test]
+async fn secrets_contract() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store =
+        kiln_store_local::LocalSecretStore::open(&tmp.path().join("data"), &tmp.path().join("key")).unwrap();
+    kiln_store_contract::secrets::secrets_round_trip(&store).await;
+    kiln_store_contract::secrets::secrets_large_values_and_rewrites(&store).await;
+}
