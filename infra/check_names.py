@@ -6,7 +6,7 @@ The expectations come from the code, not from a copy of it:
   - table, bucket and queue names: the defaults of kiln_store_aws::AwsConfig
     (shared/store-aws/src/lib.rs) and localstack/seed.py (names, FIFO-ness, DLQs,
     maxReceiveCount, key schema, GSI, TTL attribute), with the template's Prefix default;
-  - the GSI name: shared/store-aws/src/dynamo.rs;
+  - the GSI name: shared/store-aws/src/dynamo/keys.rs;
   - environment variables: every "KILN_..." literal in the functions' sources
     (shared/store-aws/src/lib.rs, shared/lambda/src, functions/*/src);
   - function binaries: the [[bin]] names in functions/*/Cargo.toml.
@@ -119,7 +119,7 @@ def main():
     for props in tables.values():
         if props.get("KeySchema") != seed.KEY_SCHEMA:
             fail(f"table key schema {props.get('KeySchema')} != {seed.KEY_SCHEMA}")
-        gsi_name = re.search(r'const GSI1: &str = "([^"]+)"', (ROOT / "shared/store-aws/src/dynamo.rs").read_text())
+        gsi_name = re.search(r'const GSI1: &str = "([^"]+)"', (ROOT / "shared/store-aws/src/dynamo/keys.rs").read_text())
         gsi_name = gsi_name.group(1) if gsi_name else "gsi1"
         gsis = {g.get("IndexName"): g for g in props.get("GlobalSecondaryIndexes", [])}
         gsi = gsis.get(gsi_name)

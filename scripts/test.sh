@@ -46,6 +46,8 @@ functions/test_bridge.sh
 
 echo "== tests"
 mkdir -p target
+# The end-to-end tests run the real binaries (kiln, and the runner function for --poll).
+cargo build --workspace --bins --locked
 cargo test --workspace --locked -- --include-ignored 2>&1 | tee target/test-output.log
 
 # One closing line for the whole run, summed over every test binary.
