@@ -298,8 +298,12 @@ def outcome(doc):
 
 
 def mask(text, build, root):
-    """Build ids and workspace paths (under ROOT) differ between the two runs."""
-    return re.sub(re.escape(root) + r"\S*", "<workspace>", text).replace(build, "<build>")
+    """Build ids and workspace paths differ between the two runs: under ROOT, or (steps run
+    as an unprivileged user under a root runner that user cannot reach) in a fresh job area
+    of the system temp dir, `kiln-job-<random>`."""
+    text = re.sub(re.escape(root) + r"\S*", "<workspace>", text)
+    text = re.sub(r"/\S*/kiln-job-[0-9a-f]+\S*", "<workspace>", text)
+    return text.replace(build, "<build>")
 
 
 def compare(example, build, doc):

@@ -7,7 +7,7 @@
 //! LocalStack and runs them with `-- --include-ignored`.
 
 mod common;
-use common::{Scratch, repo_root};
+use common::{Scratch, private_resources, repo_root};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -19,27 +19,6 @@ const TOKEN: &str = "aws-test-token";
 const SIGNING_KEY: &str = "aws-test-signing-key";
 /// LocalStack is one machine's worth of resources: one test at a time.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// A private set of table, bucket and queues (`localstack/seed.sh` under a prefix of its
-/// own), so nothing else using LocalStack can take this test's messages.
-fn private_resources(name: &str) -> Vec<(String, String)> {
-    let prefix = format!("kt{}-{name}", std::process::id());
-    let out = Command::new(repo_root().join("localstack/seed.sh"))
-        .env("KILN_PREFIX", &prefix)
-        .output()
-        .expect("run localstack/seed.sh");
-    assert!(out.status.success(), "seed: {}", String::from_utf8_lossy(&out.stderr));
-    [
-        ("KILN_TABLE", format!("{prefix}-state")),
-        ("KILN_BUCKET", format!("{prefix}-logs")),
-        ("KILN_JOBS_QUEUE", format!("{prefix}-jobs")),
-        ("KILN_DISPATCH_QUEUE", format!("{prefix}-dispatch")),
-        ("KILN_EVENTS_QUEUE", format!("{prefix}-events.fifo")),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect()
-}
 
 /// Run with `--include-ignored` but without LocalStack's environment: fail loudly rather
 /// than pass having checked nothing.

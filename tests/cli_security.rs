@@ -7,7 +7,7 @@
 //! non-dumpable flag is what keeps its environ closed.
 
 mod common;
-use common::{Scratch, repo_root};
+use common::{Scratch, private_resources, repo_root};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -277,26 +277,6 @@ async fn a_token_file_keeps_the_token_off_the_command_line() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let help = Command::new(env!("CARGO_BIN_EXE_kiln")).args(["status", "--help"]).output().unwrap();
     assert!(String::from_utf8_lossy(&help.stdout).contains("--token-file"));
-}
-
-/// A private set of table, bucket and queues on LocalStack (as in cli_aws.rs).
-fn private_resources(name: &str) -> Vec<(String, String)> {
-    let prefix = format!("ks{}-{name}", std::process::id());
-    let out = Command::new(repo_root().join("localstack/seed.sh"))
-        .env("KILN_PREFIX", &prefix)
-        .output()
-        .expect("run localstack/seed.sh");
-    assert!(out.status.success(), "seed: {}", String::from_utf8_lossy(&out.stderr));
-    [
-        ("KILN_TABLE", format!("{prefix}-state")),
-        ("KILN_BUCKET", format!("{prefix}-logs")),
-        ("KILN_JOBS_QUEUE", format!("{prefix}-jobs")),
-        ("KILN_DISPATCH_QUEUE", format!("{prefix}-dispatch")),
-        ("KILN_EVENTS_QUEUE", format!("{prefix}-events.fifo")),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect()
 }
 
 /// The runner function's binary, built beside `kiln` (`cargo build -p kiln-fn-runner`).

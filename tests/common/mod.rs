@@ -116,3 +116,25 @@ pub fn stage_status(doc: &serde_json::Value, stage: &str) -> String {
         .unwrap_or("<missing>")
         .to_string()
 }
+
+/// A private set of table, bucket and queues on LocalStack (`localstack/seed.sh` under a
+/// prefix of its own), so nothing else using LocalStack can take a test's messages: the
+/// `KILN_*` resource variables to start Kiln with.
+pub fn private_resources(name: &str) -> Vec<(String, String)> {
+    let prefix = format!("kt{}-{name}", std::process::id());
+    let out = Command::new(repo_root().join("localstack/seed.sh"))
+        .env("KILN_PREFIX", &prefix)
+        .output()
+        .expect("run localstack/seed.sh");
+    assert!(out.status.success(), "seed: {}", String::from_utf8_lossy(&out.stderr));
+    [
+        ("KILN_TABLE", format!("{prefix}-state")),
+        ("KILN_BUCKET", format!("{prefix}-logs")),
+        ("KILN_JOBS_QUEUE", format!("{prefix}-jobs")),
+        ("KILN_DISPATCH_QUEUE", format!("{prefix}-dispatch")),
+        ("KILN_EVENTS_QUEUE", format!("{prefix}-events.fifo")),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
