@@ -154,7 +154,7 @@ steps:
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tailing_client_gets_a_printed_line_while_the_step_runs() {
     let dev = Dev::start();
-    let gate = dev.scratch.dir.path().join("line-seen");
+    let gate = dev.scratch.shared_dir().join("line-seen");
     let id = dev
         .submit(&format!(
             r#"version: "1"

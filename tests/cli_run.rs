@@ -90,7 +90,8 @@ fn logs_list_init_then_steps_then_services_with_one_init_log() {
 #[test]
 fn two_independent_stages_run_in_parallel() {
     let s = Scratch::new();
-    let (left, right) = (s.dir.path().join("left-started"), s.dir.path().join("right-started"));
+    let shared = s.shared_dir();
+    let (left, right) = (shared.join("left-started"), shared.join("right-started"));
     let p = s.pipeline(
         "p.yml",
         &format!(
@@ -207,7 +208,7 @@ steps:
 #[test]
 fn a_line_is_visible_while_the_step_still_runs() {
     let s = Scratch::new();
-    let gate = s.dir.path().join("first-line-seen");
+    let gate = s.shared_dir().join("first-line-seen");
     let p = s.pipeline(
         "p.yml",
         &format!(
