@@ -48,7 +48,7 @@ echo "== tests"
 mkdir -p target
 # The end-to-end tests run the real binaries (kiln, and the runner function for --poll).
 cargo build --workspace --bins --locked
-cargo test --workspace --locked -- --include-ignored 2>&1 | tee target/test-output.log
+cargo test --workspace --locked --no-fail-fast -- --include-ignored 2>&1 | tee target/test-output.log
 
 # One closing line for the whole run, summed over every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
