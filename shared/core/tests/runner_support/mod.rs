@@ -192,6 +192,7 @@ pub fn step(name: &str, number: u32, commands: &[&str]) -> StepPlan {
         commands: commands.iter().map(|c| c.to_string()).collect(),
         env: BTreeMap::new(),
         timeout_ms: None,
+        secrets: Vec::new(),
     }
 }
 
@@ -201,6 +202,7 @@ pub fn service(name: &str, number: u32, commands: &[&str]) -> ServicePlan {
         number,
         commands: commands.iter().map(|c| c.to_string()).collect(),
         env: BTreeMap::new(),
+        secrets: Vec::new(),
     }
 }
 
