@@ -225,6 +225,7 @@ pub fn job(stage: &str, steps: Vec<StepPlan>) -> Job {
         trigger_event: None,
         deadline_ms: None,
         token: None,
+        secrets_allowed: true,
     }
 }
 
@@ -241,7 +242,8 @@ pub fn ctx(mem: &Arc<Mem>, config: RunnerConfig) -> (RunnerCtx, watch::Sender<bo
     let (tx, rx) = watch::channel(false);
     // No heartbeat here: the lease is never lost.
     let lease_lost = watch::channel(false).1;
-    (RunnerCtx { config, logs: mem.clone(), events: mem.clone(), cancel: rx, lease_lost }, tx)
+    let secrets = Arc::new(kiln_core::secrets::NoSecrets);
+    (RunnerCtx { config, logs: mem.clone(), events: mem.clone(), cancel: rx, lease_lost, secrets }, tx)
 }
 
 pub fn step_key(stage: &str, step: &str, number: u32) -> String {
