@@ -158,8 +158,11 @@ pub async fn connect_with(clients: Clients, config: &AwsConfig) -> Result<AwsBac
     let state = DynamoStateStore::new(clients.dynamodb.clone(), config.table.clone());
     let logs = S3LogStore::new(clients.s3.clone(), config.bucket.clone())
         .with_express_append(config.s3_express_append);
-    let secrets =
-        SsmSecretStore::new(clients.ssm.clone(), config.secrets_prefix.clone(), config.secrets_kms_key.clone());
+    let secrets = SsmSecretStore::new(
+        clients.ssm.clone(),
+        config.secrets_prefix.clone(),
+        config.secrets_kms_key.clone(),
+    );
     Ok(AwsBackend {
         secrets: Arc::new(secrets),
         state: Arc::new(state),

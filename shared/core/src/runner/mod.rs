@@ -22,6 +22,8 @@ mod services;
 mod shared;
 
 pub use sandbox::{PolicyError, StepEnvPolicy, StepUser, protect_process};
+/// The runner's retry of transient sink errors, for other sources (secrets over HTTP).
+pub use shared::retry as retry_transient;
 
 use crate::job::Job;
 use crate::secrets::{Delivered, SecretSource};
@@ -590,10 +592,8 @@ impl Env {
         warnings: &mut Vec<String>,
     ) -> Vec<(String, String)> {
         let [neutral, pipeline, stage] = &self.base;
-        let secrets: Vec<(String, String)> = declared
-            .iter()
-            .filter_map(|n| self.secrets.get(n).map(|v| (n.to_string(), v.clone())))
-            .collect();
+        let secrets: Vec<(String, String)> =
+            declared.iter().filter_map(|n| self.secrets.get(n).map(|v| (n.to_string(), v.clone()))).collect();
         env::layered(
             [&neutral[..], &pipeline[..], &stage[..], own, &secrets[..], &self.event_vars[..], fixed],
             warnings,
