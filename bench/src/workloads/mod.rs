@@ -117,7 +117,14 @@ impl Backend {
 #[cfg(feature = "aws")]
 async fn aws_ports() -> Res<Ports> {
     let b = kiln_store_aws::connect(&kiln_store_aws::AwsConfig::from_env()).await.map_err(err)?;
-    Ok(Ports { state: b.state, logs: b.logs, events: b.events, dispatch: b.dispatch, jobs: b.jobs, secrets: Some(b.secrets) })
+    Ok(Ports {
+        state: b.state,
+        logs: b.logs,
+        events: b.events,
+        dispatch: b.dispatch,
+        jobs: b.jobs,
+        secrets: Some(b.secrets),
+    })
 }
 
 #[cfg(not(feature = "aws"))]
