@@ -86,8 +86,9 @@ impl Dev {
     }
 
     async fn submit(&self, yaml: &str) -> String {
-        let (status, body) =
-            self.call(reqwest::Method::POST, "/v1/repos/acme/web/builds", TOKEN, yaml.as_bytes().to_vec()).await;
+        let (status, body) = self
+            .call(reqwest::Method::POST, "/v1/repos/acme/web/builds", TOKEN, yaml.as_bytes().to_vec())
+            .await;
         assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
         let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
         doc["id"].as_str().unwrap().to_string()
@@ -96,7 +97,8 @@ impl Dev {
     async fn wait_ended(&self, id: &str) -> serde_json::Value {
         let started = Instant::now();
         loop {
-            let b: serde_json::Value = serde_json::from_slice(&self.get(&format!("/v1/builds/{id}")).await).unwrap();
+            let b: serde_json::Value =
+                serde_json::from_slice(&self.get(&format!("/v1/builds/{id}")).await).unwrap();
             if !matches!(b["status"].as_str(), Some("pending" | "running")) {
                 return b;
             }
@@ -230,7 +232,8 @@ async fn api_secrets_reach_declaring_steps_masked_everywhere() {
     assert!(!contains(&body, VALUE));
 
     // Removal.
-    let del = |name: &str| dev.call(Method::DELETE, format!("/v1/repos/acme/web/secrets/{name}"), TOKEN, vec![]);
+    let del =
+        |name: &str| dev.call(Method::DELETE, format!("/v1/repos/acme/web/secrets/{name}"), TOKEN, vec![]);
     assert_eq!(del("DEPLOY_KEY").await.0, 204);
     assert_eq!(del("DEPLOY_KEY").await.0, 404);
 }
