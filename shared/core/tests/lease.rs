@@ -62,6 +62,9 @@ async fn a_runner_whose_lease_was_taken_stops_its_steps_and_reports_nothing_more
     // another runner may take it.
     config.lease = Duration::from_millis(300);
     config.kill_grace = Duration::from_millis(500);
+    // The step writes its pid into this test's 0700 temp dir: it runs as the test does
+    // (under root the default would be "nobody", who cannot write there).
+    config.step_env.user = None;
     let worker = JobWorker { state: state.clone(), jobs, sinks: Arc::new(MemSinks(mem.clone())), config };
     let running = tokio::spawn(async move { worker.handle(msg).await });
 
