@@ -90,7 +90,8 @@ fn logs_list_init_then_steps_then_services_with_one_init_log() {
 #[test]
 fn two_independent_stages_run_in_parallel() {
     let s = Scratch::new();
-    let (left, right) = (s.dir.path().join("left-started"), s.dir.path().join("right-started"));
+    // In a dir the steps can write whatever user they run as ("nobody" under root).
+    let (left, right) = (s.shared_dir().join("left-started"), s.shared_dir().join("right-started"));
     let p = s.pipeline(
         "p.yml",
         &format!(
