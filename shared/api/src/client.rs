@@ -259,16 +259,26 @@ impl SecretSource for ApiClient {
         if !job.secrets_allowed {
             return Err(SecretFetchError::Refused(format!("build {} may not use secrets", job.build)));
         }
+        // A refusal (403) is kept apart from the other answers, which retry as sinks do.
+        let refused = std::sync::Mutex::new(None);
         let answer = kiln_core::runner::retry_transient("secrets", || async {
-            self.runner_secrets(job.build.as_str(), job.stage.as_str())
-                .await
-                .map_err(|e| sink_error(&job.build, e))
+            match self.runner_secrets(job.build.as_str(), job.stage.as_str()).await {
+                Err(ClientError::Api { status: 403, message, .. }) => {
+                    *refused.lock().unwrap_or_else(|e| e.into_inner()) = Some(message.clone());
+                    Err(SinkError::Permanent(message))
+                }
+                other => other.map_err(|e| sink_error(&job.build, e)),
+            }
         })
         .await;
         let answer = match answer {
             Ok(a) => a,
-            Err(SinkError::Permanent(m)) if m.starts_with("403") => return Err(SecretFetchError::Refused(m)),
-            Err(e) => return Err(SecretFetchError::Backend(e.to_string())),
+            Err(e) => {
+                return Err(match refused.into_inner().unwrap_or_else(|e| e.into_inner()) {
+                    Some(m) => SecretFetchError::Refused(m),
+                    None => SecretFetchError::Backend(e.to_string()),
+                });
+            }
         };
         let mut values = std::collections::BTreeMap::new();
         for (name, value) in answer.values {
