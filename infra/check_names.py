@@ -14,6 +14,7 @@ Exit 0 when everything matches; 1 with one line per mismatch.
 """
 
 import re
+import json
 import sys
 from pathlib import Path
 
@@ -28,18 +29,25 @@ import seed  # noqa: E402  (names, key schema and queue specs the local resource
 OPTIONAL_ENV = {
     "KILN_S3_EXPRESS_APPEND",  # off unless the bucket is an S3 Express directory bucket
     "KILN_RUNNER_SLOTS",  # runner --poll only
+    "KILN_SECRETS_KEY_FILE",  # the CLI's local secret store only
 }
 # Set on every function (Globals): the storage names and the token key.
 GLOBAL_ENV = ["KILN_TABLE", "KILN_BUCKET", "KILN_JOBS_QUEUE", "KILN_DISPATCH_QUEUE", "KILN_EVENTS_QUEUE", "KILN_SIGNING_KEY"]
 # Per function binary: what else it needs.
 FUNCTION_ENV = {
-    "api": ["KILN_ADMIN_TOKENS"],
+    "api": ["KILN_ADMIN_TOKENS", "KILN_SECRETS_PREFIX", "KILN_SECRETS_KMS_KEY"],
     "compile": ["KILN_ADMIN_TOKENS"],
     "log-ingest": ["KILN_ADMIN_TOKENS"],
     "event-fanin": ["KILN_JOBS_DLQ"],
     "runner": ["KILN_API_URL"],
     "dispatch": [],
 }
+# The only functions whose role may read or write repository secrets (SSM, and KMS through
+# SSM): the api function serves the secret routes and the runner's delivery route.
+SECRET_FUNCTIONS = {"api"}
+# Actions that cannot be limited to resources, allowed on "*": listing parameter names.
+STAR_ACTIONS = {"ssm:DescribeParameters"}
+
 # Function binary -> the queue key (seed.queue_specs) it consumes.
 SQS_CONSUMERS = {"dispatch": "dispatch", "event-fanin": "events", "runner": "jobs"}
 
@@ -224,11 +232,24 @@ def main():
                     fail(f"{logical}: SQS event source without ReportBatchItemFailures")
                 if not e.get("BatchSize"):
                     fail(f"{logical}: SQS event source without BatchSize")
-        # Least privilege: every Allow names its resources.
+        # Least privilege: every Allow names its resources; secrets only where delivered.
         for policy in props.get("Policies", []):
             for st in policy.get("Statement", []) if isinstance(policy, dict) else []:
-                if st.get("Effect") == "Allow" and st.get("Resource") in ("*", ["*"]):
+                if st.get("Effect") != "Allow":
+                    continue
+                actions = st.get("Action", [])
+                actions = [actions] if isinstance(actions, str) else actions
+                if st.get("Resource") in ("*", ["*"]) and not set(actions) <= STAR_ACTIONS:
                     fail(f"{logical}: an Allow statement on Resource '*'")
+                secret_actions = [a for a in actions if a.startswith(("ssm:", "kms:")) or a in ("ssm:*", "kms:*", "*")]
+                if secret_actions and binary not in SECRET_FUNCTIONS:
+                    fail(f"{logical}: {', '.join(secret_actions)}: only {', '.join(sorted(SECRET_FUNCTIONS))} may reach secrets")
+                if binary in SECRET_FUNCTIONS:
+                    for a in actions:
+                        if a.startswith("ssm:") and a not in STAR_ACTIONS:
+                            res = json.dumps(st.get("Resource"))
+                            if ":parameter/${Prefix}/*" not in res:
+                                fail(f"{logical}: {a} must be limited to parameter/${{Prefix}}/*")
 
     for var in sorted(env_names_in_code() - OPTIONAL_ENV):
         if var not in set_anywhere:

@@ -41,6 +41,9 @@ mutation events-not-fifo '/QueueName: !Sub "${Prefix}-events.fifo"/{n;s/FifoQueu
 mutation missing-env-var '/^        KILN_EVENTS_QUEUE: /d'
 mutation no-batch-failures '0,/FunctionResponseTypes: \[ReportBatchItemFailures\]/s//FunctionResponseTypes: []/'
 mutation sort-key-renamed 's/{ AttributeName: sk, KeyType: RANGE }/{ AttributeName: sortkey, KeyType: RANGE }/'
+mutation runner-reads-secrets '/Action: \[sqs:ChangeMessageVisibility\]/s/\]/, ssm:GetParameters]/'
+mutation secrets-path-widened 's|parameter/${Prefix}/\*"|parameter/*"|'
+mutation no-secrets-prefix '/^          KILN_SECRETS_PREFIX: /d'
 if [ "$failures" -ne 0 ]; then
   echo "infra/test_template.sh: $failures negative test(s) failed" >&2
   exit 1

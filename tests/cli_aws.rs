@@ -326,3 +326,63 @@ async fn a_job_that_kills_every_runner_is_dead_lettered_and_fails_its_build() {
     assert!(reason.contains("dead-lettered"), "{build:#}");
     assert!(runners >= 3, "the queue's maxReceiveCount is 3: {runners} runner(s) ran it");
 }
+
+/// A secret set over the API of `kiln dev --backend aws` (SSM SecureString on LocalStack)
+/// is `***` in the S3 logs, both whole and printed in two halves 1.3 s apart, and is in
+/// no item of the DynamoDB table.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs LocalStack (scripts/test.sh starts it)"]
+async fn secrets_on_aws_are_masked_in_s3_and_absent_from_dynamodb() {
+    require_localstack();
+    let _one = ONE_AT_A_TIME.lock().await;
+    let s = Scratch::new();
+    let resources = private_resources("secrets");
+    let prefix = format!("/kt{}-secrets", std::process::id());
+    let dev = Dev::start(&s, &resources, &[("KILN_SECRETS_PREFIX", &prefix)]);
+    const VALUE: &str = "aws-s3cr3t-Value-7a6b5c4d";
+    let put = dev
+        .http
+        .put(format!("{}/v1/repos/aws/tests/secrets/DEPLOY_KEY", dev.url))
+        .bearer_auth(TOKEN)
+        .body(VALUE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 204);
+    let list = dev.get("/v1/repos/aws/tests/secrets").await.text().await.unwrap();
+    assert!(list.contains("DEPLOY_KEY") && !list.contains(VALUE), "{list}");
+
+    let yaml = r#"version: "1"
+steps:
+  - name: show
+    secrets: [DEPLOY_KEY]
+    commands:
+      - 'echo "whole: $DEPLOY_KEY"'
+      - 'printf %s "${DEPLOY_KEY%????}"; sleep 1.3; printf "%s\n" "${DEPLOY_KEY#${DEPLOY_KEY%????}}"'
+"#;
+    let id = dev.submit(yaml.as_bytes()).await;
+    let build = dev.ended(&id).await;
+    assert_eq!(build["status"], "succeeded", "{build:#}");
+    let log = dev.get(&format!("/v1/builds/{id}/logs/default/show")).await.bytes().await.unwrap();
+    let text = String::from_utf8_lossy(&log);
+    assert_eq!(text, "whole: ***\n***\n");
+    let events = dev.get(&format!("/v1/builds/{id}/events?limit=1000")).await.text().await.unwrap();
+    assert!(!events.contains(VALUE) && !build.to_string().contains(VALUE));
+
+    // Every item of the build's table, as the SDK shows it.
+    let table = &resources.iter().find(|(k, _)| k == "KILN_TABLE").unwrap().1;
+    let dynamo = kiln_store_aws::Clients::from_env().await.dynamodb;
+    let (mut items, mut start) = (0, None);
+    loop {
+        let page = dynamo.scan().table_name(table).set_exclusive_start_key(start).send().await.unwrap();
+        for item in page.items() {
+            items += 1;
+            assert!(!format!("{item:?}").contains(VALUE), "the value is in an item of {table}: {item:?}");
+        }
+        start = page.last_evaluated_key().cloned();
+        if start.is_none() {
+            break;
+        }
+    }
+    assert!(items > 3, "scanned only {items} items");
+}

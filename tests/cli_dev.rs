@@ -26,6 +26,8 @@ impl Dev {
             .arg(scratch.data_dir())
             .env("KILN_TOKEN", TOKEN)
             .env("KILN_SIGNING_KEY", SIGNING_KEY)
+            // The local secret store's key: in the scratch dir, never the user's home.
+            .env("KILN_SECRETS_KEY_FILE", scratch.dir.path().join("keys/secrets.key"))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -486,6 +488,28 @@ async fn real_responses_validate_against_the_document() {
     assert_eq!(status, 201, "{created}");
     let id = created["id"].as_str().unwrap().to_string();
     assert_eq!(dev.wait_ended(&id).await["status"], "failed");
+    // Secrets: the list (names only), a bad name, and the runner route (its runner only).
+    let secret = "/v1/repos/{org}/{repo}/secrets/{name}";
+    let put = dev.http().put(format!("{}/v1/repos/acme/web/secrets/SOME_KEY", dev.url));
+    assert_eq!(put.bearer_auth(TOKEN).body("value-1234").send().await.unwrap().status(), 204);
+    let url = "/v1/repos/acme/web/secrets/9bad";
+    assert_eq!(r.call(Method::PUT, secret, url, Some(TOKEN), b"value".to_vec()).await.0, 400);
+    let (status, listed) = r
+        .call(
+            Method::GET,
+            "/v1/repos/{org}/{repo}/secrets",
+            "/v1/repos/acme/web/secrets",
+            Some(TOKEN),
+            vec![],
+        )
+        .await;
+    assert_eq!((status, listed["secrets"][0]["name"].as_str()), (200, Some("SOME_KEY")));
+    let built = dev.build(&id).await;
+    let stage = built["stages"][0]["name"].as_str().unwrap();
+    let url = format!("/v1/builds/{id}/secrets?stage={stage}");
+    let own = signer.sign(&BuildId::new(&id), u64::MAX);
+    assert_eq!(r.call(Method::GET, "/v1/builds/{id}/secrets", &url, Some(&own), vec![]).await.0, 200);
+    assert_eq!(r.call(Method::GET, "/v1/builds/{id}/secrets", &url, Some(TOKEN), vec![]).await.0, 403);
     let broken = b"version: \"1\"\nsteps:\n  - name: x\n    comands: [a]\n".to_vec();
     assert_eq!(r.call(Method::POST, builds, "/v1/repos/acme/web/builds", Some(TOKEN), broken).await.0, 400);
     assert_eq!(

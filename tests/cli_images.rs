@@ -32,6 +32,7 @@ fn local_ports(dir: &std::path::Path) -> Ports {
         events: queue(true),
         dispatch: queue(false),
         jobs: queue(false),
+        secrets: None,
     }
 }
 

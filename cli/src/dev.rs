@@ -45,6 +45,7 @@ async fn ports(backend: Backend, data_dir: &Path) -> Result<(Ports, Option<Arc<d
                 events: aws.events,
                 dispatch: aws.dispatch,
                 jobs: aws.jobs,
+                secrets: Some(aws.secrets),
             };
             (ports, dlq)
         }

@@ -4,12 +4,16 @@ use crate::lines::StreamTail;
 use crate::render;
 use kiln_core::system::Ports;
 use kiln_domain::BuildId;
+use kiln_domain::Repo;
 use kiln_domain::logs::LogStream;
-use kiln_store::LogStore;
-use kiln_store_local::{LocalLogStore, LocalQueue, LocalStateStore, QueueOptions};
-use std::collections::HashMap;
+use kiln_domain::secret::SecretName;
+use kiln_store::{LogStore, SecretInfo, SecretStore, SecretStoreError};
+use kiln_store_local::{
+    LocalLogStore, LocalQueue, LocalSecretStore, LocalStateStore, QueueOptions, key_path_from,
+};
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,7 +36,55 @@ pub fn open(data_dir: &Path) -> std::io::Result<Ports> {
         events: queue(true),
         dispatch: queue(false),
         jobs: queue(false),
+        secrets: Some(Arc::new(LazySecrets::new(data_dir))),
     })
+}
+
+/// The data dir's sealed secrets, opened on first use: a build that uses no secret never
+/// creates the key file (`kiln_store_local::key_path_from`: `KILN_SECRETS_KEY_FILE`, else
+/// `~/.config/kiln/secrets.key`, kept apart from the data dir).
+pub struct LazySecrets {
+    data_dir: PathBuf,
+    store: tokio::sync::OnceCell<Result<LocalSecretStore, String>>,
+}
+
+impl LazySecrets {
+    pub fn new(data_dir: &Path) -> Self {
+        Self { data_dir: data_dir.to_path_buf(), store: tokio::sync::OnceCell::new() }
+    }
+
+    async fn get(&self) -> Result<&LocalSecretStore, SecretStoreError> {
+        let opened = self
+            .store
+            .get_or_init(|| async {
+                let key = key_path_from(|k| std::env::var(k).ok()).ok_or_else(|| {
+                    "no place for the secrets key: set KILN_SECRETS_KEY_FILE (or HOME)".to_string()
+                })?;
+                LocalSecretStore::open(&self.data_dir, &key).map_err(|e| e.to_string())
+            })
+            .await;
+        opened.as_ref().map_err(|e| SecretStoreError::Backend(e.clone()))
+    }
+}
+
+#[async_trait::async_trait]
+impl SecretStore for LazySecrets {
+    async fn put(&self, repo: &Repo, name: &SecretName, value: &str) -> Result<(), SecretStoreError> {
+        self.get().await?.put(repo, name, value).await
+    }
+    async fn list(&self, repo: &Repo) -> Result<Vec<SecretInfo>, SecretStoreError> {
+        self.get().await?.list(repo).await
+    }
+    async fn delete(&self, repo: &Repo, name: &SecretName) -> Result<bool, SecretStoreError> {
+        self.get().await?.delete(repo, name).await
+    }
+    async fn reveal(
+        &self,
+        repo: &Repo,
+        names: &[SecretName],
+    ) -> Result<BTreeMap<SecretName, String>, SecretStoreError> {
+        self.get().await?.reveal(repo, names).await
+    }
 }
 
 /// Follows every log stream of a build, yielding whole lines labelled `stage/step`.

@@ -7,6 +7,7 @@ mod local;
 mod remote;
 mod render;
 mod run;
+mod secrets;
 
 use clap::{Args, Parser, Subcommand};
 use kiln_api::client::ApiClient;
@@ -130,6 +131,16 @@ enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// A repository's secrets (given to the steps that declare them, masked in logs):
+    /// through the API with --api, else in the data dir (sealed, key kept apart).
+    Secrets {
+        #[command(subcommand)]
+        action: SecretsAction,
+        #[arg(long, default_value = ".kiln", env = "KILN_DATA_DIR", global = true)]
+        data_dir: PathBuf,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Cancel a running build. Needs --api.
     Cancel {
         build: String,
@@ -150,6 +161,27 @@ enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
+}
+
+#[derive(Subcommand)]
+enum SecretsAction {
+    /// Set a secret: its value is read from stdin, byte for byte (from a terminal, the
+    /// newline that ends the typed line is dropped; from a pipe or file nothing is, so use
+    /// `printf %s "$VALUE" |`). 4 bytes to 64 KiB of UTF-8 without NUL.
+    Set {
+        /// org/repo
+        repo: String,
+        /// An environment variable name, not starting with KILN_.
+        name: String,
+    },
+    /// List a repository's secrets: names and when they were set, never values.
+    List {
+        repo: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a secret.
+    Rm { repo: String, name: String },
 }
 
 #[derive(Subcommand)]
@@ -262,6 +294,15 @@ fn main() -> ExitCode {
                     Err(code) => code,
                 }
             }
+            Command::Secrets { action, data_dir, api } => match action {
+                SecretsAction::Set { repo, name } => {
+                    secrets::set(api.client(), &data_dir, &repo, &name).await
+                }
+                SecretsAction::List { repo, json } => {
+                    secrets::list(api.client(), &data_dir, &repo, json).await
+                }
+                SecretsAction::Rm { repo, name } => secrets::rm(api.client(), &data_dir, &repo, &name).await,
+            },
             Command::Cancel { build, api } => match api.require("cancel") {
                 Ok(c) => remote::cancel(&c, &build).await,
                 Err(code) => code,

@@ -32,6 +32,7 @@ pub async fn cost(b: &Backend, p: &Params) -> Res<Value> {
         events: q(&inner.events, "events", true),
         dispatch: q(&inner.dispatch, "dispatch", false),
         jobs: q(&inner.jobs, "jobs", false),
+        secrets: None,
     };
     let sinks = Arc::new(CountingSinks {
         logs: Arc::new(Ingest { logs: ports.logs.clone(), state: ports.state.clone() }),

@@ -103,6 +103,7 @@ impl Backend {
             events: queue(true),
             dispatch: queue(false),
             jobs: queue(false),
+            secrets: None,
         })
     }
 
@@ -116,7 +117,14 @@ impl Backend {
 #[cfg(feature = "aws")]
 async fn aws_ports() -> Res<Ports> {
     let b = kiln_store_aws::connect(&kiln_store_aws::AwsConfig::from_env()).await.map_err(err)?;
-    Ok(Ports { state: b.state, logs: b.logs, events: b.events, dispatch: b.dispatch, jobs: b.jobs })
+    Ok(Ports {
+        state: b.state,
+        logs: b.logs,
+        events: b.events,
+        dispatch: b.dispatch,
+        jobs: b.jobs,
+        secrets: Some(b.secrets),
+    })
 }
 
 #[cfg(not(feature = "aws"))]

@@ -37,9 +37,11 @@ async fn main() -> Result<(), Error> {
         // Logs and events over HTTP with the job's token, as on Lambda.
         Some(base) => Arc::new(HttpSinks { base }),
         // No API: a poller with AWS access writes logs and events itself.
+        // Its secrets straight from SSM: its role must allow reading `/kiln/*`.
         None if poll => Arc::new(DirectSinks {
             ingest: Arc::new(Ingest { logs: ports.logs.clone(), state: ports.state.clone() }),
             events: Arc::new(QueueEventSink(ports.events.clone())),
+            secrets: ports.secrets.clone(),
         }),
         None => return Err(format!("{} is not set", env::API_URL).into()),
     };

@@ -25,6 +25,9 @@ pub fn guard(
         Access::BuildWriter => {
             method_router.layer(middleware::from_fn_with_state(state.clone(), build_writer))
         }
+        Access::BuildRunner => {
+            method_router.layer(middleware::from_fn_with_state(state.clone(), build_runner))
+        }
     }
 }
 
@@ -38,12 +41,31 @@ async fn build_writer(
     req: Request,
     next: Next,
 ) -> Response {
+    for_build(&st, Access::BuildWriter, &params, req, next).await
+}
+
+async fn build_runner(
+    State(st): State<AppState>,
+    Path(params): Path<HashMap<String, String>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    for_build(&st, Access::BuildRunner, &params, req, next).await
+}
+
+async fn for_build(
+    st: &AppState,
+    access: Access,
+    params: &HashMap<String, String>,
+    req: Request,
+    next: Next,
+) -> Response {
     let Some(id) = params.get("id") else {
-        let e = ApiError::internal(None, "a build-writer route without {id} in its path");
+        let e = ApiError::internal(None, "a build route without {id} in its path");
         return e.into_response();
     };
     let build = BuildId::new(id);
-    check(&st, Access::BuildWriter, Some(&build), req, next).await
+    check(st, access, Some(&build), req, next).await
 }
 
 async fn check(

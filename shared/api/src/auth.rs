@@ -52,9 +52,12 @@ impl Auth {
     /// any): 403 otherwise.
     pub fn allow(caller: &Caller, access: Access, build: Option<&BuildId>) -> Result<(), ApiError> {
         match (access, caller) {
+            (Access::BuildRunner, Caller::Admin) => {
+                Err(forbidden("only the build's runner may use this route, not an admin token"))
+            }
             (Access::Open, _) | (_, Caller::Admin) => Ok(()),
             (Access::Admin, Caller::Runner(_)) => Err(forbidden("a runner token cannot use this route")),
-            (Access::BuildWriter, Caller::Runner(b)) => match build {
+            (Access::BuildWriter | Access::BuildRunner, Caller::Runner(b)) => match build {
                 Some(build) if build == b => Ok(()),
                 Some(build) => Err(forbidden(&format!("this runner token is for build {b}, not {build}"))),
                 None => Err(forbidden("a runner token needs a build in the path")),
@@ -84,5 +87,13 @@ mod tests {
         assert!(matches!(Auth::allow(&runner, Access::Admin, Some(&a)), Err(ApiError::Forbidden(_))));
         assert!(Auth::allow(&Caller::Admin, Access::Admin, None).is_ok());
         assert!(Auth::allow(&Caller::Admin, Access::BuildWriter, Some(&b)).is_ok());
+        // Runner-only routes: that build's runner, nobody else (no admin either).
+        assert!(Auth::allow(&runner, Access::BuildRunner, Some(&a)).is_ok());
+        assert!(matches!(Auth::allow(&runner, Access::BuildRunner, Some(&b)), Err(ApiError::Forbidden(_))));
+        assert!(matches!(Auth::allow(&runner, Access::BuildRunner, None), Err(ApiError::Forbidden(_))));
+        assert!(matches!(
+            Auth::allow(&Caller::Admin, Access::BuildRunner, Some(&a)),
+            Err(ApiError::Forbidden(_))
+        ));
     }
 }

@@ -3,10 +3,12 @@
 
 use crate::views::{
     Accepted, BuildList, BuildMissingAnswer, BuildMissingRequest, BuildView, CancelAnswer, CloudEventView,
-    ErrorBody, ErrorDetail, EventPage, ImageDetailView, ImageList, IngestAnswer, LogList, Submitted,
+    ErrorBody, ErrorDetail, EventPage, ImageDetailView, ImageList, IngestAnswer, LogList, RunnerSecrets,
+    SecretList, Submitted,
 };
 use async_trait::async_trait;
 use kiln_core::job::Job;
+use kiln_core::secrets::{Delivered, SecretFetchError, SecretSource};
 use kiln_core::sinks::{EventSink, IngestReply, LogSink, SinkError};
 use kiln_core::system::SinkFactory;
 use kiln_domain::event::CloudEvent;
@@ -153,6 +155,34 @@ impl ApiClient {
         self.json(self.http.post(self.url(&format!("/v1/builds/{id}/events"))).json(event)).await
     }
 
+    /// Sets a secret to `value` (sent as given).
+    pub async fn put_secret(
+        &self,
+        org: &str,
+        repo: &str,
+        name: &str,
+        value: Vec<u8>,
+    ) -> Result<(), ClientError> {
+        let url = self.url(&format!("/v1/repos/{org}/{repo}/secrets/{name}"));
+        self.send(self.http.put(url).header("content-type", "application/octet-stream").body(value)).await?;
+        Ok(())
+    }
+
+    pub async fn secrets(&self, org: &str, repo: &str) -> Result<SecretList, ClientError> {
+        self.json(self.http.get(self.url(&format!("/v1/repos/{org}/{repo}/secrets")))).await
+    }
+
+    pub async fn delete_secret(&self, org: &str, repo: &str, name: &str) -> Result<(), ClientError> {
+        self.send(self.http.delete(self.url(&format!("/v1/repos/{org}/{repo}/secrets/{name}")))).await?;
+        Ok(())
+    }
+
+    /// A runner's fetch of its stage's declared secrets (a runner token of `id` only).
+    pub async fn runner_secrets(&self, id: &str, stage: &str) -> Result<RunnerSecrets, ClientError> {
+        let req = self.http.get(self.url(&format!("/v1/builds/{id}/secrets"))).query(&[("stage", stage)]);
+        self.json(req).await
+    }
+
     async fn ingest(
         &self,
         build: &BuildId,
@@ -218,6 +248,49 @@ impl EventSink for ApiClient {
     }
 }
 
+/// Over the API with the job's token; the answer is checked against the declared names.
+#[async_trait]
+impl SecretSource for ApiClient {
+    async fn fetch(&self, job: &Job) -> Result<Delivered, SecretFetchError> {
+        let declared = job.plan.secret_names();
+        if declared.is_empty() {
+            return Ok(Delivered::default());
+        }
+        if !job.secrets_allowed {
+            return Err(SecretFetchError::Refused(format!("build {} may not use secrets", job.build)));
+        }
+        // A refusal (403) is kept apart from the other answers, which retry as sinks do.
+        let refused = std::sync::Mutex::new(None);
+        let answer = kiln_core::runner::retry_transient("secrets", || async {
+            match self.runner_secrets(job.build.as_str(), job.stage.as_str()).await {
+                Err(ClientError::Api { status: 403, message, .. }) => {
+                    *refused.lock().unwrap_or_else(|e| e.into_inner()) = Some(message.clone());
+                    Err(SinkError::Permanent(message))
+                }
+                other => other.map_err(|e| sink_error(&job.build, e)),
+            }
+        })
+        .await;
+        let answer = match answer {
+            Ok(a) => a,
+            Err(e) => {
+                return Err(match refused.into_inner().unwrap_or_else(|e| e.into_inner()) {
+                    Some(m) => SecretFetchError::Refused(m),
+                    None => SecretFetchError::Backend(e.to_string()),
+                });
+            }
+        };
+        let mut values = std::collections::BTreeMap::new();
+        for (name, value) in answer.values {
+            if let Some(n) = declared.iter().find(|n| n.as_str() == name) {
+                values.insert(n.clone(), value);
+            }
+        }
+        let missing = declared.iter().filter(|n| !values.contains_key(*n)).cloned().collect();
+        Ok(Delivered { values, missing })
+    }
+}
+
 /// A client error as a sink error, by kind: what is worth retrying is transient.
 fn sink_error(build: &BuildId, e: ClientError) -> SinkError {
     match e {
@@ -239,5 +312,9 @@ impl SinkFactory for HttpSinks {
     fn sinks(&self, job: &Job) -> (Arc<dyn LogSink>, Arc<dyn EventSink>) {
         let client = Arc::new(ApiClient::new(&self.base, job.token.as_deref().unwrap_or_default()));
         (client.clone(), client)
+    }
+
+    fn secrets(&self, job: &Job) -> Arc<dyn SecretSource> {
+        Arc::new(ApiClient::new(&self.base, job.token.as_deref().unwrap_or_default()))
     }
 }

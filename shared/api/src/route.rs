@@ -17,6 +17,9 @@ pub enum Access {
     Admin,
     /// An admin token, or a runner token for the build in the path (`{id}`).
     BuildWriter,
+    /// Only a runner token for the build in the path (`{id}`); admin tokens are refused:
+    /// such a route answers with what only a runner may see (secret values), never a person.
+    BuildRunner,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

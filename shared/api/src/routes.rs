@@ -4,11 +4,12 @@
 
 use crate::access::guard;
 use crate::handlers::meta::Document;
-use crate::handlers::{builds, events, images, ingest, logs, meta};
+use crate::handlers::{builds, events, images, ingest, logs, meta, secrets};
 use crate::route::{Access, Content, Param, Route, Schemas, json, path, query};
 use crate::views::{
     Accepted, BuildList, BuildMissingAnswer, BuildMissingRequest, BuildView, CancelAnswer, CloudEventView,
-    EventPage, Health, ImageDetailView, ImageList, IngestAnswer, LogList, Submitted,
+    EventPage, Health, ImageDetailView, ImageList, IngestAnswer, LogList, RunnerSecrets, SecretList,
+    Submitted,
 };
 use crate::{AppState, MAX_BODY_BYTES};
 use axum::Extension;
@@ -42,6 +43,8 @@ const REPO: Param = path("repo", "repository");
 const OFFSET: Param = query("offset", true, "byte offset to read from (default 0)");
 const WAIT: Param = query("wait", true, "seconds to wait for new bytes when there are none (at most 25)");
 const MAX: Param = query("max", true, "most bytes to return (default 1 MiB)");
+const SECRET: Param =
+    path("name", "the secret's name: an environment variable name, not starting with KILN_");
 const ATTEMPT: Param = query("attempt", true, "which attempt of the job (default: the latest)");
 
 pub const ROUTES: &[Route] = &[
@@ -274,6 +277,54 @@ pub const ROUTES: &[Route] = &[
         errors: &[(400, "unknown provider"), (404, "no such image"), (409, "nothing is missing or failed")],
         make: |m| on(m, images::build_missing),
     },
+    Route {
+        method: Method::PUT,
+        path: "/v1/repos/{org}/{repo}/secrets/{name}",
+        summary: "Set a repository secret (body: the raw value, 4 bytes to 64 KiB of UTF-8 without NUL)",
+        access: Access::Admin,
+        params: &[ORG, REPO, SECRET],
+        body: Content::Bytes,
+        ok: (204, Content::None, "stored, encrypted"),
+        errors: &[(400, "a bad name or value: the reason")],
+        make: |m| on(m, secrets::put_secret),
+    },
+    Route {
+        method: Method::GET,
+        path: "/v1/repos/{org}/{repo}/secrets",
+        summary: "A repository's secrets: names and when they were set, never values",
+        access: Access::Admin,
+        params: &[ORG, REPO],
+        body: Content::None,
+        ok: (200, Content::Json(json::<SecretList>), "the secrets, by name"),
+        errors: &[],
+        make: |m| on(m, secrets::list_secrets),
+    },
+    Route {
+        method: Method::DELETE,
+        path: "/v1/repos/{org}/{repo}/secrets/{name}",
+        summary: "Remove a repository secret",
+        access: Access::Admin,
+        params: &[ORG, REPO, SECRET],
+        body: Content::None,
+        ok: (204, Content::None, "removed"),
+        errors: &[(400, "a bad name"), (404, "no such secret")],
+        make: |m| on(m, secrets::delete_secret),
+    },
+    Route {
+        method: Method::GET,
+        path: "/v1/builds/{id}/secrets",
+        summary: "For the build's runner only (admin tokens get 403): the values of the secrets a stage's \
+                  steps and services declare, and the declared names that are not set",
+        access: Access::BuildRunner,
+        params: &[ID, query("stage", false, "the stage (instance) the runner runs")],
+        body: Content::None,
+        ok: (200, Content::Json(json::<RunnerSecrets>), "the declared values and missing names"),
+        errors: &[
+            (403, "not this build's runner token, or the build may not use secrets"),
+            (404, "no such build or stage"),
+        ],
+        make: |m| on(m, secrets::runner_secrets),
+    },
 ];
 
 /// The router for every route in [`ROUTES`], each behind the check for its access.
@@ -312,7 +363,7 @@ mod tests {
                 .filter_map(|s| s.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
                 .collect();
             assert_eq!(declared, in_path, "{}", r.path);
-            if r.access == Access::BuildWriter {
+            if matches!(r.access, Access::BuildWriter | Access::BuildRunner) {
                 assert!(in_path.contains(&"id"), "{}: a build-writer route needs {{id}}", r.path);
             }
         }

@@ -44,6 +44,7 @@ pub async fn handle_dispatch(
         deadline_ms: Some(build.created_ms + build.plan.timeout_ms),
         // Valid for as long as the stage may run, plus slack for queueing and retries.
         token: signer.map(|s| s.sign(&build.id, now_ms() + plan.timeout_ms + TOKEN_SLACK_MS)),
+        secrets_allowed: build.secrets_allowed,
     };
     let body = serde_json::to_string(&job).map_err(|e| HandleError::Drop(e.to_string()))?;
     jobs.send(OutMessage::new(body)).await.map_err(|e| retry(&e))?;

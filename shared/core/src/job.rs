@@ -28,4 +28,12 @@ pub struct Job {
     /// runner talks to Kiln over HTTP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// The build's `secrets_allowed`: false, the runner fetches no secret (the values
+    /// themselves never travel in a job message).
+    #[serde(default = "yes")]
+    pub secrets_allowed: bool,
+}
+
+fn yes() -> bool {
+    true
 }

@@ -9,6 +9,7 @@ pub mod ingest;
 pub mod job;
 pub mod queues;
 pub mod runner;
+pub mod secrets;
 pub mod sinks;
 pub mod submit;
 pub mod system;

@@ -7,6 +7,7 @@ use crate::ingest::Ingest;
 use crate::job::Job;
 use crate::queues::{DispatchRequest, HandleError, Order, send_event, serve};
 use crate::runner::{RunnerConfig, RunnerCtx, RunnerError, StepEnvPolicy, run_job};
+use crate::secrets::{NoSecrets, SecretSource, StoreSecrets};
 use crate::sinks::{EventSink, LogSink, SinkError};
 use crate::submit::{SubmitError, submit};
 use crate::tokens::TokenSigner;
@@ -15,7 +16,7 @@ use kiln_domain::event::CloudEvent;
 use kiln_domain::report::{CancelRequested, JobFailed, Report};
 use kiln_domain::state::Build;
 use kiln_domain::{BuildId, Repo};
-use kiln_store::{Claim, LogStore, Queue, Received, StateStore, StoreError};
+use kiln_store::{Claim, LogStore, Queue, Received, SecretStore, StateStore, StoreError};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,23 +33,39 @@ pub struct Ports {
     pub dispatch: Arc<dyn Queue>,
     /// Jobs, for runners.
     pub jobs: Arc<dyn Queue>,
+    /// Repository secrets; `None` where none is configured (a stage that declares a
+    /// secret then fails, and the API's secret routes answer 503).
+    pub secrets: Option<Arc<dyn SecretStore>>,
 }
 
 /// Makes the sinks a runner uses for one job: in-process calls, or HTTP with the job's
 /// token.
 pub trait SinkFactory: Send + Sync {
     fn sinks(&self, job: &Job) -> (Arc<dyn LogSink>, Arc<dyn EventSink>);
+    /// Where the job's declared secrets come from; by default nowhere.
+    fn secrets(&self, _job: &Job) -> Arc<dyn SecretSource> {
+        Arc::new(NoSecrets)
+    }
 }
 
-/// Runners call log ingest and the events queue directly (one process, no HTTP).
+/// Runners call log ingest, the events queue and the secret store directly (one process,
+/// no HTTP).
 pub struct DirectSinks {
     pub ingest: Arc<Ingest>,
     pub events: Arc<dyn EventSink>,
+    pub secrets: Option<Arc<dyn SecretStore>>,
 }
 
 impl SinkFactory for DirectSinks {
     fn sinks(&self, _job: &Job) -> (Arc<dyn LogSink>, Arc<dyn EventSink>) {
         (self.ingest.clone(), self.events.clone())
+    }
+
+    fn secrets(&self, _job: &Job) -> Arc<dyn SecretSource> {
+        match &self.secrets {
+            Some(store) => Arc::new(StoreSecrets(store.clone())),
+            None => Arc::new(NoSecrets),
+        }
     }
 }
 
@@ -108,6 +125,7 @@ impl System {
         let sinks = Arc::new(DirectSinks {
             ingest: Arc::new(Ingest { logs: ports.logs.clone(), state: ports.state.clone() }),
             events: Arc::new(QueueEventSink(ports.events.clone())),
+            secrets: ports.secrets.clone(),
         });
         Self::start_with(ports, config, sinks)
     }
@@ -278,6 +296,7 @@ impl JobWorker {
             events: events.clone(),
             cancel: cancel_rx,
             lease_lost: lost_rx,
+            secrets: self.sinks.secrets(&job),
         };
         let result = run_job(&job, attempt, &ctx).await;
         heartbeat.abort();

@@ -74,6 +74,7 @@ mod tests {
             trigger_event: None,
             deadline_ms: None,
             token: None,
+            secrets_allowed: true,
         };
         dlq.send(OutMessage::new(serde_json::to_string(&job).unwrap())).await.unwrap();
         dlq.send(OutMessage::new("garbage")).await.unwrap();

@@ -94,6 +94,7 @@ fn ports(dir: &Path) -> Ports {
         events: queue(true),
         dispatch: queue(false),
         jobs: queue(false),
+        secrets: None,
     }
 }
 

@@ -199,6 +199,7 @@ mod tests {
                 commands: vec!["true".into()],
                 env: Default::default(),
                 timeout_ms: None,
+                secrets: Vec::new(),
             }],
             services: Vec::new(),
             triggers: Vec::new(),

@@ -2,6 +2,7 @@
 //! dispatch and runners work from. Serialised into job messages, so it is plain data.
 
 use crate::ids::{StageName, StepName};
+use crate::secret::SecretName;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -57,6 +58,15 @@ impl StagePlan {
     pub fn is_event_triggered(&self) -> bool {
         self.triggers.iter().any(|t| t.policy == TriggerPolicy::Create)
     }
+
+    /// Every secret a step or service of this stage declares, sorted, each once: what the
+    /// stage's runner fetches, and never more.
+    pub fn secret_names(&self) -> Vec<SecretName> {
+        let all =
+            self.steps.iter().flat_map(|s| &s.secrets).chain(self.services.iter().flat_map(|s| &s.secrets));
+        let set: std::collections::BTreeSet<&SecretName> = all.collect();
+        set.into_iter().cloned().collect()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -68,6 +78,10 @@ pub struct StepPlan {
     #[serde(default)]
     pub env: BTreeMap<String, String>,
     pub timeout_ms: Option<u64>,
+    /// The repository secrets this step receives as environment variables: the pipeline's,
+    /// its stage's and its own `secrets:`, sorted, each once. Names only, never values.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<SecretName>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -78,6 +92,9 @@ pub struct ServicePlan {
     pub commands: Vec<String>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// The secrets this service receives: the pipeline's, its stage's and its own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<SecretName>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -30,6 +30,19 @@ pub struct Build {
     /// by trigger (`stage/index`) and event type.
     #[serde(default, skip_serializing_if = "Arrivals::is_empty")]
     pub arrivals: Arrivals,
+    /// Whether the build's runners may fetch the repository's secrets. Always true today;
+    /// builds of pull requests from forks (issue 14) will set it false, and runners then
+    /// get no secret: a stage that declares one fails before its first step.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub secrets_allowed: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -109,6 +122,7 @@ impl Build {
             stages,
             providers: None,
             arrivals: Arrivals::new(),
+            secrets_allowed: true,
         }
     }
 

@@ -65,7 +65,14 @@ pub async fn ports() -> Result<Ports, ConfigError> {
 /// Like [`ports`], with the SDK clients (for resources beyond the ports, like the DLQ).
 pub async fn connect_all() -> Result<(Ports, Clients), ConfigError> {
     let b = connect(&AwsConfig::from_env()).await?;
-    let ports = Ports { state: b.state, logs: b.logs, events: b.events, dispatch: b.dispatch, jobs: b.jobs };
+    let ports = Ports {
+        state: b.state,
+        logs: b.logs,
+        events: b.events,
+        dispatch: b.dispatch,
+        jobs: b.jobs,
+        secrets: Some(b.secrets),
+    };
     Ok((ports, b.clients))
 }
 

@@ -19,7 +19,7 @@ pub use ssm::SsmSecretStore;
 
 use aws_config::BehaviorVersion;
 use kiln_domain::retry::Backoff;
-use kiln_store::{LogStore, Queue, StateStore};
+use kiln_store::{LogStore, Queue, SecretStore, StateStore};
 use std::sync::Arc;
 
 /// Where Kiln's resources are. Queue fields take a queue URL or a queue name (a name is
@@ -39,6 +39,12 @@ pub struct AwsConfig {
     /// Logs on an S3 Express One Zone directory bucket, appended in place with PutObject's
     /// write offset (`KILN_S3_EXPRESS_APPEND=1`). Not testable on LocalStack.
     pub s3_express_append: bool,
+    /// The SSM path repository secrets live under (`KILN_SECRETS_PREFIX`, default `/kiln`):
+    /// `<prefix>/<org>/<repo>/<NAME>`.
+    pub secrets_prefix: String,
+    /// The KMS key SecureString secrets are encrypted with (`KILN_SECRETS_KMS_KEY`, an id,
+    /// ARN or alias); unset: SSM's AWS managed key (`alias/aws/ssm`).
+    pub secrets_kms_key: Option<String>,
 }
 
 impl Default for AwsConfig {
@@ -50,13 +56,16 @@ impl Default for AwsConfig {
             dispatch_queue_url: "kiln-dispatch".to_string(),
             events_queue_url: "kiln-events.fifo".to_string(),
             s3_express_append: false,
+            secrets_prefix: "/kiln".to_string(),
+            secrets_kms_key: None,
         }
     }
 }
 
 impl AwsConfig {
     /// The defaults, overridden by `KILN_TABLE`, `KILN_BUCKET`, `KILN_JOBS_QUEUE`,
-    /// `KILN_DISPATCH_QUEUE`, `KILN_EVENTS_QUEUE` and `KILN_S3_EXPRESS_APPEND`.
+    /// `KILN_DISPATCH_QUEUE`, `KILN_EVENTS_QUEUE`, `KILN_S3_EXPRESS_APPEND`,
+    /// `KILN_SECRETS_PREFIX` and `KILN_SECRETS_KMS_KEY`.
     pub fn from_env() -> Self {
         Self::from_lookup(|k| std::env::var(k).ok())
     }
@@ -73,6 +82,10 @@ impl AwsConfig {
             events_queue_url: get("KILN_EVENTS_QUEUE", d.events_queue_url),
             s3_express_append: var("KILN_S3_EXPRESS_APPEND")
                 .is_some_and(|v| matches!(v.trim(), "1" | "true")),
+            secrets_prefix: get("KILN_SECRETS_PREFIX", d.secrets_prefix),
+            secrets_kms_key: var("KILN_SECRETS_KMS_KEY")
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty()),
         }
     }
 }
@@ -83,6 +96,7 @@ pub struct Clients {
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub s3: aws_sdk_s3::Client,
     pub sqs: aws_sdk_sqs::Client,
+    pub ssm: aws_sdk_ssm::Client,
 }
 
 impl Clients {
@@ -102,6 +116,7 @@ impl Clients {
             dynamodb: aws_sdk_dynamodb::Client::new(shared),
             s3: aws_sdk_s3::Client::from_conf(s3),
             sqs: aws_sdk_sqs::Client::new(shared),
+            ssm: aws_sdk_ssm::Client::new(shared),
         }
     }
 }
@@ -115,6 +130,8 @@ pub struct AwsBackend {
     pub jobs: Arc<dyn Queue>,
     pub dispatch: Arc<dyn Queue>,
     pub events: Arc<dyn Queue>,
+    /// SSM SecureString parameters under `secrets_prefix`.
+    pub secrets: Arc<dyn SecretStore>,
     pub clients: Clients,
 }
 
@@ -141,7 +158,13 @@ pub async fn connect_with(clients: Clients, config: &AwsConfig) -> Result<AwsBac
     let state = DynamoStateStore::new(clients.dynamodb.clone(), config.table.clone());
     let logs = S3LogStore::new(clients.s3.clone(), config.bucket.clone())
         .with_express_append(config.s3_express_append);
+    let secrets = SsmSecretStore::new(
+        clients.ssm.clone(),
+        config.secrets_prefix.clone(),
+        config.secrets_kms_key.clone(),
+    );
     Ok(AwsBackend {
+        secrets: Arc::new(secrets),
         state: Arc::new(state),
         logs: Arc::new(logs),
         jobs: Arc::new(jobs?),
@@ -225,8 +248,13 @@ mod tests {
             "KILN_JOBS_QUEUE" => Some("http://127.0.0.1:4566/000000000000/j".into()),
             "KILN_BUCKET" => Some(" ".into()),
             "KILN_S3_EXPRESS_APPEND" => Some("1".into()),
+            "KILN_SECRETS_PREFIX" => Some("/acme/kiln".into()),
+            "KILN_SECRETS_KMS_KEY" => Some(" alias/kiln ".into()),
             _ => None,
         });
+        assert_eq!(c.secrets_prefix, "/acme/kiln");
+        assert_eq!(c.secrets_kms_key.as_deref(), Some("alias/kiln"));
+        assert_eq!(AwsConfig::default().secrets_prefix, "/kiln");
         assert_eq!(c.table, "t");
         assert_eq!(c.bucket, "kiln-logs");
         assert_eq!(c.jobs_queue_url, "http://127.0.0.1:4566/000000000000/j");

@@ -25,6 +25,7 @@ pub fn sample_plan() -> Plan {
                 commands: vec![format!("echo {n}")],
                 env: Default::default(),
                 timeout_ms: None,
+                secrets: Vec::new(),
             })
             .collect(),
         services: Vec::new(),

@@ -7,6 +7,7 @@ mod common;
 mod events;
 mod images;
 mod logs;
+mod secrets;
 
 pub use builds::{
     BuildImageView, BuildList, BuildSummaryView, BuildView, CancelAnswer, CancelState, StageView, StepView,
@@ -18,6 +19,7 @@ pub use images::{
     BuildMissingAnswer, BuildMissingRequest, CatalogImageView, ImageDetailView, ImageList, ImageRecordView,
 };
 pub use logs::{LogEntry, LogKind, LogList, encode};
+pub use secrets::{RunnerSecrets, SecretList, SecretView};
 
 /// Schemas for fields whose types live in the domain crate, generated from the domain
 /// type itself so they cannot drift: a status enum lists exactly what serde writes.

@@ -293,7 +293,9 @@ impl Batcher {
         }
         let (stage, step) = (sh.stage.clone(), step.clone());
         let report: Report = match d {
-            Directive::Event { ty, data } => {
+            Directive::Event { ty, mut data } => {
+                // Events are stored: a secret a step puts in one is masked as in its log.
+                mask_json(&sh.masker.read().unwrap_or_else(|e| e.into_inner()), &mut data);
                 let subject = sh.step_subject(step.as_str());
                 let event = CloudEvent::new(ty, sh.source.clone(), &sh.build, data).with_subject(subject);
                 return self.events.push(event);
@@ -301,7 +303,10 @@ impl Batcher {
             Directive::Progress { image, provider, percent, phase } => {
                 ImageProgress { image, provider, percent, phase, stage, step }.into()
             }
-            Directive::Result { image, provider, outcome } => {
+            Directive::Result { image, provider, mut outcome } => {
+                if let kiln_domain::protocol::ImageOutcome::Error { message } = &mut outcome {
+                    *message = sh.mask_string(message);
+                }
                 ImageResult::new(image, provider, outcome, stage, step).into()
             }
             Directive::Mask(_) => unreachable!("handled above"),
@@ -422,5 +427,26 @@ impl Batcher {
                 }
             }
         }
+    }
+}
+
+/// Masks every string (and object key) in an event's data.
+fn mask_json(masker: &kiln_domain::protocol::Masker, value: &mut serde_json::Value) {
+    use serde_json::Value;
+    if masker.is_empty() {
+        return;
+    }
+    let mask = |s: &str| String::from_utf8_lossy(&masker.mask(s.as_bytes())).into_owned();
+    match value {
+        Value::String(s) => *s = mask(s),
+        Value::Array(items) => items.iter_mut().for_each(|v| mask_json(masker, v)),
+        Value::Object(map) => {
+            let old = std::mem::take(map);
+            for (k, mut v) in old {
+                mask_json(masker, &mut v);
+                map.insert(mask(&k), v);
+            }
+        }
+        _ => {}
     }
 }

@@ -22,8 +22,11 @@ mod services;
 mod shared;
 
 pub use sandbox::{PolicyError, StepEnvPolicy, StepUser, protect_process};
+/// The runner's retry of transient sink errors, for other sources (secrets over HTTP).
+pub use shared::retry as retry_transient;
 
 use crate::job::Job;
+use crate::secrets::{Delivered, SecretSource};
 use crate::sinks::{EventSink, LogSink, SinkError};
 use batcher::{Directives, StreamTask, start_stream};
 use kiln_domain::catalog::PROVIDERS_ENV;
@@ -31,9 +34,11 @@ use kiln_domain::event::{now_ms, types};
 use kiln_domain::logs::{DEFAULT_FLUSH_INTERVAL_MS, LogStream, MAX_BATCH_BYTES};
 use kiln_domain::plan::{DEFAULT_STAGE_TIMEOUT_MS, StepPlan};
 use kiln_domain::report::{ImageResult, StageFinished, StageStarted, StepFinished, StepStarted};
+use kiln_domain::secret::{SecretName, mask_strings};
 use kiln_domain::{StageName, StepName};
 use process::{GroupGuard, exit_info, signal_group, spawn_shell, terminate};
 use shared::Shared;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -91,6 +96,8 @@ pub struct RunnerCtx {
     /// Becomes `true` when another attempt took the job's lease: the steps are stopped as
     /// for a cancel, and nothing more is reported for this attempt ([`RunnerError::LeaseLost`]).
     pub lease_lost: watch::Receiver<bool>,
+    /// Where the stage's declared secrets come from (fetched once, when the job starts).
+    pub secrets: Arc<dyn SecretSource>,
 }
 
 /// How the runner ended a stage and why it stopped a step: the report types.
@@ -201,13 +208,14 @@ pub async fn run_job(job: &Job, attempt: u32, ctx: &RunnerCtx) -> Result<JobOutc
             }
         }))
     };
-    Stage { job, sh: shared, started: Instant::now() }.run().await
+    Stage { job, sh: shared, started: Instant::now(), secrets: ctx.secrets.clone() }.run().await
 }
 
 struct Stage<'a> {
     job: &'a Job,
     sh: Arc<Shared>,
     started: Instant,
+    secrets: Arc<dyn SecretSource>,
 }
 
 /// Why a process was stopped by the runner.
@@ -253,6 +261,17 @@ impl Stage<'_> {
         sh.report(started).await.map_err(Self::emit_err(types::STAGE_STARTED))?;
 
         let mut init = vec![format!("[{stage}] attempt {attempt} on runner {}", sh.config.runner_id)];
+        // Secrets first: every value is in the masker before any process starts, and a
+        // declared secret that is not set fails the stage before anything runs.
+        let secrets = match self.fetch_secrets(&mut init).await {
+            Ok(values) => values,
+            Err(reason) => {
+                init.push(format!("[{stage}] {reason}"));
+                sh.init_lines(&init).await;
+                self.finish_stage(StageOutcome::Failed, Some(reason.clone())).await?;
+                return Ok(self.outcome(StageOutcome::Failed, Some(reason), Vec::new()));
+            }
+        };
         let planned = workspace_path(&sh.config.workspace_root, job, attempt);
         let (root, user) = (sh.config.workspace_root.clone(), sh.config.step_env.user);
         let made = {
@@ -316,10 +335,18 @@ impl Stage<'_> {
             let names: Vec<&str> = step.env.keys().map(String::as_str).collect();
             init.push(format!("[{stage}/{}] step environment: {}", step.name, names.join(", ")));
         }
+        // Names only: which step gets which secret.
+        let jobs = job.plan.steps.iter().map(|s| (&s.name, &s.secrets));
+        for (name, declared) in jobs.chain(job.plan.services.iter().map(|s| (&s.name, &s.secrets))) {
+            if !declared.is_empty() {
+                let names: Vec<&str> = declared.iter().map(SecretName::as_str).collect();
+                init.push(format!("[{stage}/{name}] secrets: {}", names.join(", ")));
+            }
+        }
         init.extend(warnings.into_iter().map(|w| format!("[{stage}] {w}")));
         sh.init_lines(&init).await;
 
-        let env = Env { base, event_vars, fixed };
+        let env = Env { base, event_vars, fixed, secrets };
         let mut services = Vec::new();
         for svc in &job.plan.services {
             sh.init_line(format!("[{stage}] starting service {}", svc.name)).await;
@@ -350,6 +377,44 @@ impl Stage<'_> {
             Some(at) => own.min(Instant::now() + Duration::from_millis(at.saturating_sub(now_ms()))),
             None => own,
         }
+    }
+
+    /// The values of the stage's declared secrets, each added to the masker (with the
+    /// lines of a multi-line value); `Err` with the reason the stage fails.
+    async fn fetch_secrets(&self, init: &mut Vec<String>) -> Result<BTreeMap<SecretName, String>, String> {
+        let job = self.job;
+        let declared = job.plan.secret_names();
+        if declared.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let Delivered { values, missing } = self.secrets.fetch(job).await.map_err(|e| {
+            let names: Vec<&str> = declared.iter().map(SecretName::as_str).collect();
+            format!("cannot get the secrets {} of repository {}: {e}", names.join(", "), job.repo)
+        })?;
+        {
+            let mut masker = self.sh.masker.write().unwrap_or_else(|e| e.into_inner());
+            for value in values.values() {
+                for s in mask_strings(value) {
+                    masker.add(s);
+                }
+            }
+        }
+        if !missing.is_empty() {
+            let names: Vec<&str> = missing.iter().map(SecretName::as_str).collect();
+            let (what, verb) = if names.len() == 1 { ("secret", "is") } else { ("secrets", "are") };
+            return Err(format!(
+                "{what} {} {verb} not set in repository {} (set with `kiln secrets set {} NAME`)",
+                names.join(", "),
+                job.repo,
+                job.repo
+            ));
+        }
+        // Only what was declared: a source that sent more is not trusted with the rest.
+        let values: BTreeMap<SecretName, String> =
+            values.into_iter().filter(|(k, _)| declared.contains(k)).collect();
+        let names: Vec<&str> = values.keys().map(SecretName::as_str).collect();
+        init.push(format!("[{}] secrets delivered: {}", job.stage, names.join(", ")));
+        Ok(values)
     }
 
     async fn run_steps(&self, ws: &Path, env: &Env) -> Result<(Vec<StepReport>, StageOutcome), RunnerError> {
@@ -392,7 +457,7 @@ impl Stage<'_> {
         let mut fixed = env.fixed.clone();
         fixed.push(("KILN_STEP".to_string(), step.name.to_string()));
         let mut warnings = Vec::new();
-        let vars = env.layered(&env::pairs(&step.env), &fixed, &mut warnings);
+        let vars = env.layered(&env::pairs(&step.env), &step.secrets, &fixed, &mut warnings);
         if !warnings.is_empty() {
             sh.init_lines(&warnings.into_iter().map(|w| format!("[{label}] {w}")).collect::<Vec<_>>()).await;
         }
@@ -512,17 +577,27 @@ struct Env {
     base: [Vec<(String, String)>; 3],
     event_vars: Vec<(String, String)>,
     fixed: Vec<(String, String)>,
+    /// The stage's delivered secrets; each process gets those it declares.
+    secrets: BTreeMap<SecretName, String>,
 }
 
 impl Env {
+    /// A secret goes over the `env` layers (a declared secret is what the step asked for)
+    /// and under Kiln's own variables (secret names cannot start with `KILN_`).
     fn layered(
         &self,
         own: &[(String, String)],
+        declared: &[SecretName],
         fixed: &[(String, String)],
         warnings: &mut Vec<String>,
     ) -> Vec<(String, String)> {
         let [neutral, pipeline, stage] = &self.base;
-        env::layered([&neutral[..], &pipeline[..], &stage[..], own, &self.event_vars[..], fixed], warnings)
+        let secrets: Vec<(String, String)> =
+            declared.iter().filter_map(|n| self.secrets.get(n).map(|v| (n.to_string(), v.clone()))).collect();
+        env::layered(
+            [&neutral[..], &pipeline[..], &stage[..], own, &secrets[..], &self.event_vars[..], fixed],
+            warnings,
+        )
     }
 }
 

@@ -37,7 +37,7 @@ impl Stage<'_> {
         };
         let mut fixed = env.fixed.clone();
         fixed.push(("KILN_SERVICE".to_string(), svc.name.to_string()));
-        let vars = env.layered(&env::pairs(&svc.env), &fixed, &mut Vec::new());
+        let vars = env.layered(&env::pairs(&svc.env), &svc.secrets, &fixed, &mut Vec::new());
         let (reader, writer) = std::io::pipe()?;
         let label = format!("{stage}/{}", svc.name);
         let stream = start_stream(sh.clone(), stream, label, Directives::MaskOnly, reader)?;

@@ -18,7 +18,7 @@ use tokio::sync::{Mutex, watch};
 /// Calls `f` until it succeeds, fails permanently, or the shared transient policy
 /// ([`Backoff::TRANSIENT`]) gives up. Each call must send the same request (same offset,
 /// same bytes, same event id).
-pub(crate) async fn retry<T, F, Fut>(what: &str, mut f: F) -> Result<T, SinkError>
+pub async fn retry<T, F, Fut>(what: &str, mut f: F) -> Result<T, SinkError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, SinkError>>,

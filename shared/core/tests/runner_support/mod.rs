@@ -192,6 +192,7 @@ pub fn step(name: &str, number: u32, commands: &[&str]) -> StepPlan {
         commands: commands.iter().map(|c| c.to_string()).collect(),
         env: BTreeMap::new(),
         timeout_ms: None,
+        secrets: Vec::new(),
     }
 }
 
@@ -201,6 +202,7 @@ pub fn service(name: &str, number: u32, commands: &[&str]) -> ServicePlan {
         number,
         commands: commands.iter().map(|c| c.to_string()).collect(),
         env: BTreeMap::new(),
+        secrets: Vec::new(),
     }
 }
 
@@ -223,6 +225,7 @@ pub fn job(stage: &str, steps: Vec<StepPlan>) -> Job {
         trigger_event: None,
         deadline_ms: None,
         token: None,
+        secrets_allowed: true,
     }
 }
 
@@ -239,7 +242,8 @@ pub fn ctx(mem: &Arc<Mem>, config: RunnerConfig) -> (RunnerCtx, watch::Sender<bo
     let (tx, rx) = watch::channel(false);
     // No heartbeat here: the lease is never lost.
     let lease_lost = watch::channel(false).1;
-    (RunnerCtx { config, logs: mem.clone(), events: mem.clone(), cancel: rx, lease_lost }, tx)
+    let secrets = Arc::new(kiln_core::secrets::NoSecrets);
+    (RunnerCtx { config, logs: mem.clone(), events: mem.clone(), cancel: rx, lease_lost, secrets }, tx)
 }
 
 pub fn step_key(stage: &str, step: &str, number: u32) -> String {

@@ -64,6 +64,7 @@ fn step(name: &str, number: u32, commands: &[&str]) -> StepPlan {
         commands: commands.iter().map(|c| c.to_string()).collect(),
         env: BTreeMap::new(),
         timeout_ms: None,
+        secrets: Vec::new(),
     }
 }
 
@@ -91,6 +92,7 @@ fn brief_example() {
         number: 1,
         commands: vec!["redis-server --port 6390".into()],
         env: BTreeMap::new(),
+        secrets: Vec::new(),
     }];
     let mut heads = stage("heads", &[], vec![step("say", 3, &["echo \"it was $KILN_EVENT_CONTENT\""])]);
     heads.triggers = vec![Trigger {
@@ -410,7 +412,7 @@ fn top_level_errors() {
     assert_errors(
         "version: \"1\"\nwhatever: 1\nsteps: [{name: a, commands: [x]}]\n",
         &[
-            "2:1: unknown key \"whatever\" in pipeline; valid keys: version, env, timeout, images, stages, steps",
+            "2:1: unknown key \"whatever\" in pipeline; valid keys: version, env, timeout, images, stages, steps, secrets",
         ],
     );
     assert_errors(
@@ -1075,4 +1077,59 @@ proptest! {
         let expected = format!("3:3: cycle in needs: {}", names.join(" -> "));
         prop_assert_eq!(errors(&yaml), vec![expected]);
     }
+}
+
+// ----- secrets ----------------------------------------------------------------------------
+
+#[test]
+fn secrets_are_inherited_downwards_sorted_and_once() {
+    let plan = ok(r#"version: "1"
+secrets: [NPM_TOKEN]
+stages:
+  build:
+    secrets: [DEPLOY_KEY, NPM_TOKEN]
+    services:
+      - name: db
+        commands: [postgres]
+        secrets: [DB_PASSWORD]
+    steps:
+      - name: compile
+        commands: [make]
+        secrets: [AWS_KEY]
+      - name: test
+        commands: [make test]
+  other:
+    steps:
+      - name: lint
+        commands: [make lint]
+"#);
+    let names = |v: &[crate::secret::SecretName]| v.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+    let build = plan.stage("build").unwrap();
+    assert_eq!(names(&build.steps[0].secrets), ["AWS_KEY", "DEPLOY_KEY", "NPM_TOKEN"]);
+    assert_eq!(names(&build.steps[1].secrets), ["DEPLOY_KEY", "NPM_TOKEN"]);
+    // A service gets the pipeline's and its stage's, plus its own; not a step's.
+    assert_eq!(names(&build.services[0].secrets), ["DB_PASSWORD", "DEPLOY_KEY", "NPM_TOKEN"]);
+    assert_eq!(names(&build.secret_names()), ["AWS_KEY", "DB_PASSWORD", "DEPLOY_KEY", "NPM_TOKEN"]);
+    assert_eq!(names(&plan.stage("other").unwrap().steps[0].secrets), ["NPM_TOKEN"]);
+    // Shorthand steps get the pipeline's.
+    let plan = ok("version: \"1\"\nsecrets: [A_B]\nsteps:\n  - name: x\n    commands: [true]\n");
+    assert_eq!(names(&plan.stages[0].steps[0].secrets), ["A_B"]);
+    // No secrets: nothing in the plan's JSON either (old plans read back the same).
+    let plan = ok("version: \"1\"\nsteps:\n  - name: x\n    commands: [true]\n");
+    assert!(!serde_json::to_string(&plan).unwrap().contains("secrets"));
+}
+
+#[test]
+fn bad_secret_lists_are_reported_with_positions() {
+    assert_errors(
+        "version: \"1\"\nsecrets: NAME\nsteps:\n  - name: x\n    commands: [true]\n",
+        &["2:10: \"secrets\" must be a list, found a string"],
+    );
+    assert_errors(
+        "version: \"1\"\nsteps:\n  - name: x\n    commands: [true]\n    secrets: [\"A B\", [X]]\n",
+        &[
+            "5:15: invalid secret name \"A B\": use letters, digits and \"_\", not starting with a digit, at most 128 characters",
+            "5:22: a secret name must be a string, found a list",
+        ],
+    );
 }

@@ -93,7 +93,14 @@ impl Reactor {
         let failed = self.b.stages.iter().filter(|s| s.status == Status::Failed).count();
         let canceled = self.b.stages.iter().any(|s| s.status == Status::Canceled);
         let (to, reason) = if failed > 0 {
-            (Status::Failed, Some(format!("{failed} stage(s) failed")))
+            // The first failed stage's own reason (a setup failure such as a missing secret)
+            // says more than the count; a failing step's stage has none.
+            let first = self.b.stages.iter().find(|s| s.status == Status::Failed && s.reason.is_some());
+            let reason = match first.and_then(|s| s.reason.as_deref().map(|r| (&s.name, r))) {
+                Some((stage, why)) => format!("{failed} stage(s) failed; {stage}: {why}"),
+                None => format!("{failed} stage(s) failed"),
+            };
+            (Status::Failed, Some(reason))
         } else if canceled {
             (Status::Canceled, None)
         } else {

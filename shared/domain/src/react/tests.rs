@@ -34,6 +34,7 @@ fn plan(stages: &[(&str, &[&str], usize)]) -> Plan {
                             commands: vec!["true".into()],
                             env: Default::default(),
                             timeout_ms: None,
+                            secrets: Vec::new(),
                         }
                     })
                     .collect(),

@@ -16,11 +16,12 @@ use super::tree::{Kind, Node, Value};
 use super::{CompileError, Pos};
 use crate::ids::StageName;
 use crate::plan::{DEFAULT_BUILD_TIMEOUT_MS, Plan, StagePlan};
+use crate::secret::SecretName;
 use shape::nearest;
 use stages::StageDraft;
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 
-const PIPELINE_KEYS: &[&str] = &["version", "env", "timeout", "images", "stages", "steps"];
+const PIPELINE_KEYS: &[&str] = &["version", "env", "timeout", "images", "stages", "steps", "secrets"];
 
 /// The one supported pipeline version.
 const VERSION: &str = "1";
@@ -83,6 +84,7 @@ impl Checker {
             Some(v) => self.version(v),
         }
         let env = f.value("env").map(|v| self.env(v)).unwrap_or_default();
+        let secrets = f.value("secrets").map(|v| self.secrets(v)).unwrap_or_default();
         let timeout_ms =
             f.value("timeout").and_then(|v| self.duration(v)).unwrap_or(DEFAULT_BUILD_TIMEOUT_MS);
 
@@ -128,15 +130,19 @@ impl Checker {
         let (mut step_number, mut service_number) = (0u32, 0u32);
         for index in order {
             let Some(draft) = slots[index].take() else { continue };
+            // Secrets are inherited downwards: pipeline, then stage, then the step's own.
+            let inherited = || secrets.iter().chain(&draft.secrets).cloned();
             let mut steps = draft.steps;
             for step in &mut steps {
                 step_number += 1;
                 step.number = step_number;
+                step.secrets = merge(inherited(), &step.secrets);
             }
             let mut services = draft.services;
             for service in &mut services {
                 service_number += 1;
                 service.number = service_number;
+                service.secrets = merge(inherited(), &service.secrets);
             }
             plan_stages.push(StagePlan {
                 name: StageName::new(draft.name),
@@ -173,4 +179,9 @@ impl Checker {
             }
         }
     }
+}
+
+/// Inherited names and a job's own, sorted, each once.
+fn merge(inherited: impl Iterator<Item = SecretName>, own: &[SecretName]) -> Vec<SecretName> {
+    inherited.chain(own.iter().cloned()).collect::<BTreeSet<_>>().into_iter().collect()
 }

@@ -6,6 +6,7 @@ use crate::compile::Pos;
 use crate::compile::duration::parse_duration;
 use crate::compile::tree::{Entry, Kind, Node, Value};
 use crate::ids::is_valid_name;
+use crate::secret::{SecretError, SecretName};
 use std::collections::{BTreeMap, HashMap};
 
 const NAME_RULE: &str =
@@ -191,6 +192,40 @@ impl Checker {
             }
         }
         env
+    }
+}
+
+impl Checker {
+    /// A `secrets:` list: names of repository secrets, each an environment variable name.
+    pub(super) fn secrets(&mut self, node: &Node) -> Vec<SecretName> {
+        let Some(items) = self.seq(node, "\"secrets\"") else { return Vec::new() };
+        let mut names: Vec<SecretName> = Vec::new();
+        let mut lines: HashMap<String, usize> = HashMap::new();
+        for item in items {
+            let Some(text) = self.string(item, "a secret name") else { continue };
+            let name = match SecretName::parse(text) {
+                Ok(name) => name,
+                Err(e) => {
+                    let why = match e {
+                        SecretError::ReservedName(_) => {
+                            "names starting with KILN_ are reserved for the build's own variables"
+                        }
+                        _ => {
+                            "use letters, digits and \"_\", not starting with a digit, at most 128 characters"
+                        }
+                    };
+                    self.err(item.pos, format!("invalid secret name \"{text}\": {why}"));
+                    continue;
+                }
+            };
+            if let Some(line) = lines.get(text) {
+                self.err(item.pos, format!("duplicate secret \"{text}\" (first on line {line})"));
+                continue;
+            }
+            lines.insert(text.to_string(), item.pos.line);
+            names.push(name);
+        }
+        names
     }
 }
 

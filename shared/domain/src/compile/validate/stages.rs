@@ -9,11 +9,13 @@ use crate::ids::StepName;
 use crate::plan::{
     DEFAULT_STAGE_TIMEOUT_MS, LAMBDA_MAX_TIMEOUT_MS, RunsOn, ServicePlan, StepPlan, Trigger, TriggerPolicy,
 };
+use crate::secret::SecretName;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-pub(super) const STAGE_KEYS: &[&str] = &["steps", "services", "needs", "runs-on", "timeout", "env", "on"];
-pub(super) const STEP_KEYS: &[&str] = &["name", "commands", "env", "timeout"];
-const SERVICE_KEYS: &[&str] = &["name", "commands", "env"];
+pub(super) const STAGE_KEYS: &[&str] =
+    &["steps", "services", "needs", "runs-on", "timeout", "env", "on", "secrets"];
+pub(super) const STEP_KEYS: &[&str] = &["name", "commands", "env", "timeout", "secrets"];
+const SERVICE_KEYS: &[&str] = &["name", "commands", "env", "secrets"];
 
 /// A stage as checked, before ordering and numbering.
 pub(super) struct StageDraft<'a> {
@@ -26,6 +28,8 @@ pub(super) struct StageDraft<'a> {
     pub(super) steps: Vec<StepPlan>,
     pub(super) services: Vec<ServicePlan>,
     pub(super) triggers: Vec<Trigger>,
+    /// The stage's own `secrets:` (its steps and services also get the pipeline's).
+    pub(super) secrets: Vec<SecretName>,
 }
 
 impl<'a> StageDraft<'a> {
@@ -40,6 +44,7 @@ impl<'a> StageDraft<'a> {
             steps: Vec::new(),
             services: Vec::new(),
             triggers: Vec::new(),
+            secrets: Vec::new(),
         }
     }
 }
@@ -110,6 +115,9 @@ impl Checker {
         if let Some(v) = f.value("on") {
             stage.triggers = self.triggers(v);
         }
+        if let Some(v) = f.value("secrets") {
+            stage.secrets = self.secrets(v);
+        }
         let event_triggered = stage.triggers.iter().any(|t| t.policy == TriggerPolicy::Create);
         if let (true, false, Some((needs_key, _))) = (event_triggered, stage.needs.is_empty(), f.get("needs"))
         {
@@ -136,6 +144,7 @@ impl Checker {
             let commands = self.commands(&f, item, "step", name.as_ref().map(|(n, _)| n.as_str()));
             let env = f.value("env").map(|v| self.env(v)).unwrap_or_default();
             let timeout_ms = f.value("timeout").and_then(|v| self.duration(v));
+            let secrets = f.value("secrets").map(|v| self.secrets(v)).unwrap_or_default();
             let Some((name, pos)) = name else { continue };
             if let Some(line) = lines.get(&name) {
                 self.err(
@@ -145,7 +154,7 @@ impl Checker {
                 continue;
             }
             lines.insert(name.clone(), pos.line);
-            steps.push(StepPlan { name: StepName::new(name), number: 0, commands, env, timeout_ms });
+            steps.push(StepPlan { name: StepName::new(name), number: 0, commands, env, timeout_ms, secrets });
         }
         steps
     }
@@ -161,6 +170,7 @@ impl Checker {
             let name = self.job_name(&f, item, "service");
             let commands = self.commands(&f, item, "service", name.as_ref().map(|(n, _)| n.as_str()));
             let env = f.value("env").map(|v| self.env(v)).unwrap_or_default();
+            let secrets = f.value("secrets").map(|v| self.secrets(v)).unwrap_or_default();
             let Some((name, pos)) = name else { continue };
             if let Some(line) = lines.get(&name) {
                 self.err(
@@ -179,7 +189,7 @@ impl Checker {
                 continue;
             }
             lines.insert(name.clone(), pos.line);
-            services.push(ServicePlan { name: StepName::new(name), number: 0, commands, env });
+            services.push(ServicePlan { name: StepName::new(name), number: 0, commands, env, secrets });
         }
         services
     }
