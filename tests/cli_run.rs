@@ -90,7 +90,9 @@ fn logs_list_init_then_steps_then_services_with_one_init_log() {
 #[test]
 fn two_independent_stages_run_in_parallel() {
     let s = Scratch::new();
-    let (left, right) = (s.dir.path().join("left-started"), s.dir.path().join("right-started"));
+    // In the shared dir: steps run as "nobody" under root.
+    let shared = s.shared_dir();
+    let (left, right) = (shared.join("left-started"), shared.join("right-started"));
     let p = s.pipeline(
         "p.yml",
         &format!(
