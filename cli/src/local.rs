@@ -23,7 +23,7 @@ pub struct Local {
 
 /// A job received this many times without being deleted (its runner died each time) is
 /// dead-lettered, and the watchdog reports it failed.
-pub const JOBS_MAX_RECEIVES: u32 = 5;
+pub const JOBS_MAX_RECEIVES: u32 = 3;
 
 /// Opens the local backend in `data_dir`: state and queues in `DATA/kiln.db` (SQLite),
 /// logs as files. Several processes may open the same data dir at once.
