@@ -9,7 +9,7 @@ use kiln_core::images::{ImagesError, build_missing};
 use kiln_core::system::{Ports, System, SystemConfig};
 use kiln_domain::catalog::ImageRecord;
 use kiln_domain::status::ImageStatus;
-use kiln_store_local::{LocalLogStore, LocalQueue, LocalStateStore, QueueOptions};
+use kiln_store_local::{LocalLogStore, LocalQueue, QueueOptions, SqliteStateStore};
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -27,7 +27,7 @@ fn result<'a>(doc: &'a Value, provider: &str) -> &'a Value {
 fn local_ports(dir: &std::path::Path) -> Ports {
     let queue = |fifo: bool| Arc::new(LocalQueue::new(QueueOptions { fifo, ..QueueOptions::default() }));
     Ports {
-        state: Arc::new(LocalStateStore::open(dir).expect("state")),
+        state: Arc::new(SqliteStateStore::open(dir).expect("state")),
         logs: Arc::new(LocalLogStore::open(dir).expect("logs")),
         events: queue(true),
         dispatch: queue(false),

@@ -7,6 +7,7 @@ use kiln_core::runner::StepEnvPolicy;
 use kiln_core::system::{Ports, System, SystemConfig};
 use kiln_core::tokens::TokenSigner;
 use kiln_store::Queue;
+use std::future::IntoFuture;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -24,9 +25,9 @@ pub enum Backend {
 async fn ports(backend: Backend, data_dir: &Path) -> Result<(Ports, Option<Arc<dyn Queue>>), String> {
     let (ports, dlq) = match backend {
         Backend::Local => {
-            let ports = crate::local::open(data_dir)
+            let local = crate::local::open_local(data_dir)
                 .map_err(|e| format!("cannot use data dir {}: {e}", data_dir.display()))?;
-            (ports, None)
+            (local.ports, Some(local.dead_jobs))
         }
         Backend::Aws => {
             let config = kiln_store_aws::AwsConfig::from_env();
@@ -111,8 +112,17 @@ pub async fn dev(addr: &str, token: Option<String>, data_dir: &Path, backend: Ba
     });
     // Runner tokens are signed with KILN_SIGNING_KEY when set (several processes that
     // must accept each other's tokens share it), else with a key that dies with us.
+    // Without it, the local backend keeps a key in the data dir: jobs queued before a
+    // restart carry tokens the restarted process must still accept.
     let signer = match std::env::var("KILN_SIGNING_KEY") {
         Ok(k) if !k.is_empty() => TokenSigner::new(k.into_bytes()),
+        _ if backend == Backend::Local => match data_dir_key(data_dir) {
+            Ok(k) => TokenSigner::new(k),
+            Err(e) => {
+                eprintln!("kiln: signing key in {}: {e}", data_dir.display());
+                return 1;
+            }
+        },
         _ => TokenSigner::random(),
     };
     let base = format!("http://{local}");
@@ -140,22 +150,82 @@ pub async fn dev(addr: &str, token: Option<String>, data_dir: &Path, backend: Ba
     let watchdog = dlq.map(|dlq| tokio::spawn(watch_dead_jobs(dlq, ports.events.clone())));
     let app = router(AppState::new(ports, Auth::new(vec![token], signer)));
     println!("kiln dev: listening on {base} (data in {})", data_dir.display());
-    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await;
+    // The server outlives the system: runners send their logs and reports over HTTP, so
+    // it stops only once the jobs in hand have finished.
+    let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut server = tokio::spawn(
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = server_stopped.await;
+            })
+            .into_future(),
+    );
+    let served = tokio::select! {
+        r = &mut server => Some(r),
+        _ = shutdown_signal() => None,
+    };
     if let Some(w) = watchdog {
         w.abort();
     }
-    // Jobs still running cannot report any more; give them a moment, then leave (their
-    // steps' process groups are killed as the runtime drops them).
-    if tokio::time::timeout(std::time::Duration::from_secs(3), system.stop()).await.is_err() {
-        eprintln!("kiln dev: stopped with jobs still running; their builds stay unfinished in the data dir");
-    }
+    let served = match served {
+        // The server failed on its own: nothing can report any more.
+        Some(r) => {
+            drop(system);
+            r
+        }
+        None => {
+            // A clean stop: take no more work, let the running jobs finish (their steps
+            // run to the end and report). A second signal leaves at once: those jobs run
+            // again, as their next attempt, on the next start once their lease ran out.
+            eprintln!("kiln dev: finishing the running jobs (interrupt again to leave now)");
+            tokio::select! {
+                _ = system.stop() => {}
+                _ = shutdown_signal() => {
+                    eprintln!("kiln dev: left with jobs running; they run again on the next start");
+                }
+            }
+            let _ = stop_server.send(());
+            server.await
+        }
+    };
     match served {
-        Ok(()) => 0,
+        Ok(Ok(())) => 0,
+        Ok(Err(e)) => {
+            eprintln!("kiln: server failed: {e}");
+            1
+        }
         Err(e) => {
             eprintln!("kiln: server failed: {e}");
             1
         }
     }
+}
+
+/// The runner-token key kept in `DATA/signing.key` (created on first use, owner-only).
+fn data_dir_key(data_dir: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = data_dir.join("signing.key");
+    match std::fs::read(&path) {
+        Ok(k) if k.len() >= 32 => return Ok(k),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let mut key = vec![0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut key)?;
+    // Written aside and renamed: two processes starting at once end up with one key
+    // (the last rename wins, and each reads the file back).
+    let tmp = data_dir.join(format!(".signing.key.{}", std::process::id()));
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    f.write_all(&key)?;
+    f.sync_all()?;
+    if !path.exists() {
+        std::fs::rename(&tmp, &path)?;
+    } else {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    std::fs::read(&path)
 }
 
 fn uuid_like() -> String {

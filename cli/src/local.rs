@@ -7,9 +7,11 @@ use kiln_domain::BuildId;
 use kiln_domain::Repo;
 use kiln_domain::logs::LogStream;
 use kiln_domain::secret::SecretName;
-use kiln_store::{LogStore, SecretInfo, SecretStore, SecretStoreError};
+use kiln_store::{LogStore, Queue, SecretInfo, SecretStore, SecretStoreError};
+use kiln_store_local::sqlite::OpenError;
 use kiln_store_local::{
-    LocalLogStore, LocalQueue, LocalSecretStore, LocalStateStore, QueueOptions, key_path_from,
+    LocalLogStore, LocalSecretStore, SqliteDb, SqliteQueue, SqliteQueueOptions, SqliteStateStore,
+    key_path_from,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -17,27 +19,47 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Opens the local backend in `data_dir`. `KILN_TEST_DELIVER_TWICE=1` makes every queue
-/// deliver each message twice (a test switch for idempotency).
-pub fn open(data_dir: &Path) -> std::io::Result<Ports> {
-    std::fs::create_dir_all(data_dir)?;
+/// The local backend of a data dir: the ports, and the jobs' dead-letter queue (for the
+/// watchdog).
+pub struct Local {
+    pub ports: Ports,
+    pub dead_jobs: Arc<dyn Queue>,
+}
+
+/// A job received this many times without being deleted (its runner died each time) is
+/// dead-lettered, and the watchdog reports it failed.
+pub const JOBS_MAX_RECEIVES: u32 = 3;
+
+/// Opens the local backend in `data_dir`: state and queues in `DATA/kiln.db` (SQLite),
+/// logs as files. Several processes may open the same data dir at once.
+/// `KILN_TEST_DELIVER_TWICE=1` makes every queue deliver each message twice (a test switch
+/// for idempotency).
+pub fn open_local(data_dir: &Path) -> Result<Local, OpenError> {
+    let db = SqliteDb::open(data_dir)?;
+    let logs = LocalLogStore::open(data_dir).map_err(|e| OpenError::Io(data_dir.to_path_buf(), e))?;
     let twice = std::env::var("KILN_TEST_DELIVER_TWICE").is_ok_and(|v| v == "1");
-    let queue = |fifo: bool| {
-        Arc::new(LocalQueue::new(QueueOptions {
-            fifo,
-            deliver_twice: twice,
-            visibility_timeout: Duration::from_secs(30),
-            ..QueueOptions::default()
-        }))
-    };
-    Ok(Ports {
-        state: Arc::new(LocalStateStore::open(data_dir)?),
-        logs: Arc::new(LocalLogStore::open(data_dir)?),
-        events: queue(true),
-        dispatch: queue(false),
-        jobs: queue(false),
-        secrets: Some(Arc::new(LazySecrets::new(data_dir))),
+    // Events and dispatch requests are handled in milliseconds: after a crash, what was
+    // in hand comes back soon. Jobs are kept hidden for their lease by their runner.
+    let quick = Duration::from_secs(10);
+    let queue = |o: SqliteQueueOptions| Arc::new(SqliteQueue::new(db.clone(), o.deliver_twice(twice)));
+    let jobs = SqliteQueueOptions::standard("jobs", Duration::from_secs(30))
+        .with_dead_letter("jobs-dlq", JOBS_MAX_RECEIVES);
+    Ok(Local {
+        ports: Ports {
+            state: Arc::new(SqliteStateStore::new(db.clone())),
+            logs: Arc::new(logs),
+            events: queue(SqliteQueueOptions::fifo("events", quick)),
+            dispatch: queue(SqliteQueueOptions::standard("dispatch", quick)),
+            jobs: queue(jobs),
+            secrets: Some(Arc::new(LazySecrets::new(data_dir))),
+        },
+        dead_jobs: queue(SqliteQueueOptions::standard("jobs-dlq", Duration::from_secs(30))),
     })
+}
+
+/// The ports of [`open_local`].
+pub fn open(data_dir: &Path) -> Result<Ports, OpenError> {
+    Ok(open_local(data_dir)?.ports)
 }
 
 /// The data dir's sealed secrets, opened on first use: a build that uses no secret never

@@ -25,7 +25,7 @@ use kiln_domain::logs::LogStream;
 use kiln_domain::state::Build;
 use kiln_domain::{BuildId, Status};
 use kiln_store::{LogStore, StateStore};
-use kiln_store_local::{LocalLogStore, LocalQueue, LocalStateStore, QueueOptions};
+use kiln_store_local::{LocalLogStore, SqliteDb, SqliteQueue, SqliteQueueOptions, SqliteStateStore};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -90,19 +90,16 @@ impl Backend {
         }
         let dir = self.root.join(name).join("data");
         std::fs::create_dir_all(&dir).map_err(err)?;
-        let queue = |fifo: bool| {
-            Arc::new(LocalQueue::new(QueueOptions {
-                fifo,
-                visibility_timeout: Duration::from_secs(30),
-                ..QueueOptions::default()
-            }))
-        };
+        // The embedded default: state and queues in the data dir's SQLite database.
+        let db = SqliteDb::open(&dir).map_err(err)?;
+        let queue = |o: SqliteQueueOptions| Arc::new(SqliteQueue::new(db.clone(), o));
+        let vis = Duration::from_secs(30);
         Ok(Ports {
-            state: Arc::new(LocalStateStore::open(&dir).map_err(err)?),
+            state: Arc::new(SqliteStateStore::new(db.clone())),
             logs: Arc::new(LocalLogStore::open(&dir).map_err(err)?),
-            events: queue(true),
-            dispatch: queue(false),
-            jobs: queue(false),
+            events: queue(SqliteQueueOptions::fifo("events", vis)),
+            dispatch: queue(SqliteQueueOptions::standard("dispatch", vis)),
+            jobs: queue(SqliteQueueOptions::standard("jobs", vis)),
             secrets: None,
         })
     }

@@ -1,8 +1,15 @@
-//! The local adapters of the storage ports (`kiln-store`), for `kiln run` and `kiln dev`: state in memory plus the data dir, logs as files, queues in process.
+//! The local adapters of the storage ports (`kiln-store`), for `kiln run` and `kiln dev`.
 //!
-//! Data dir layout (`DATA` is the directory given to `open`):
+//! The embedded default is [`sqlite`]: state, history, catalog and queues in one SQLite
+//! database, `DATA/kiln.db` (its schema is in that module), with logs as files
+//! ([`LocalLogStore`]). The earlier adapters stay for tests and the benchmark that want
+//! in-memory queues on tokio's (pausable) clock: [`LocalStateStore`] (JSON files) and
+//! [`LocalQueue`] (in process).
+//!
+//! Files (`DATA` is the directory given to `open`):
 //!
 //! ```text
+//! DATA/kiln.db (+ -wal, -shm)          the SQLite database (see `sqlite`)
 //! DATA/builds/<build-id>.json           the Build document (plus a `_store` field: last
 //!                                       event seq and applied event ids), replaced
 //!                                       atomically (temp file + rename)
@@ -16,17 +23,22 @@
 //! DATA/secrets/<org>/<repo>/<NAME>.secret   a repository secret, sealed (see `secrets`)
 //! ```
 //!
-//! File I/O runs on tokio's blocking pool, never on the async workers.
+//!
+//! (`builds/` and `images/` are `LocalStateStore`'s; a data dir holding them is refused by
+//! `SqliteDb::open`.) File and database I/O runs on tokio's blocking pool, never on the
+//! async workers.
 
 mod logs;
 mod queue;
 pub mod redeliver;
 mod secrets;
+pub mod sqlite;
 mod state;
 
 pub use logs::LocalLogStore;
 pub use queue::{LocalQueue, QueueOptions};
 pub use secrets::{LocalSecretStore, key_path_from};
+pub use sqlite::{SqliteDb, SqliteQueue, SqliteQueueOptions, SqliteStateStore};
 pub use state::LocalStateStore;
 
 /// Whether a build id can be used as a file name: ASCII letters, digits, `-` and `_`
