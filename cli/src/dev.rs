@@ -206,26 +206,36 @@ fn data_dir_key(data_dir: &Path) -> std::io::Result<Vec<u8>> {
     use std::io::{Read, Write};
     use std::os::unix::fs::OpenOptionsExt;
     let path = data_dir.join("signing.key");
-    match std::fs::read(&path) {
-        Ok(k) if k.len() >= 32 => return Ok(k),
-        Ok(_) => {}
+    let read_back = |path: &Path| -> std::io::Result<Vec<u8>> {
+        let k = std::fs::read(path)?;
+        if k.len() < 32 {
+            return Err(std::io::Error::other(format!(
+                "{} holds {} bytes, not a key of 32: remove it (runner tokens of queued jobs then need a restart of their jobs)",
+                path.display(),
+                k.len()
+            )));
+        }
+        Ok(k)
+    };
+    match read_back(&path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
+        other => return other,
     }
     let mut key = vec![0u8; 32];
     std::fs::File::open("/dev/urandom")?.read_exact(&mut key)?;
-    // Written aside and renamed: two processes starting at once end up with one key
-    // (the last rename wins, and each reads the file back).
+    // Written whole aside, then linked into place, which fails if the name exists: of two
+    // processes starting at once, one key wins and both read it back.
     let tmp = data_dir.join(format!(".signing.key.{}", std::process::id()));
     let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
     f.write_all(&key)?;
     f.sync_all()?;
-    if !path.exists() {
-        std::fs::rename(&tmp, &path)?;
-    } else {
-        let _ = std::fs::remove_file(&tmp);
+    let linked = std::fs::hard_link(&tmp, &path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
+        _ => {}
     }
-    std::fs::read(&path)
+    read_back(&path)
 }
 
 fn uuid_like() -> String {

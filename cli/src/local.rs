@@ -35,6 +35,17 @@ pub const JOBS_MAX_RECEIVES: u32 = 3;
 /// `KILN_TEST_DELIVER_TWICE=1` makes every queue deliver each message twice (a test switch
 /// for idempotency).
 pub fn open_local(data_dir: &Path) -> Result<Local, OpenError> {
+    open_queues(data_dir, "")
+}
+
+/// Like [`open_local`], with queues of this process's own (named `<tag>-events`, ...):
+/// `kiln run` shares the data dir's state with a running `kiln dev`, but neither runs the
+/// other's jobs (which would carry the other's tokens and `--pass-env` choices).
+pub fn open_private(data_dir: &Path, tag: &str) -> Result<Ports, OpenError> {
+    Ok(open_queues(data_dir, &format!("{tag}-"))?.ports)
+}
+
+fn open_queues(data_dir: &Path, prefix: &str) -> Result<Local, OpenError> {
     let db = SqliteDb::open(data_dir)?;
     let logs = LocalLogStore::open(data_dir).map_err(|e| OpenError::Io(data_dir.to_path_buf(), e))?;
     let twice = std::env::var("KILN_TEST_DELIVER_TWICE").is_ok_and(|v| v == "1");
@@ -42,18 +53,19 @@ pub fn open_local(data_dir: &Path) -> Result<Local, OpenError> {
     // in hand comes back soon. Jobs are kept hidden for their lease by their runner.
     let quick = Duration::from_secs(10);
     let queue = |o: SqliteQueueOptions| Arc::new(SqliteQueue::new(db.clone(), o.deliver_twice(twice)));
-    let jobs = SqliteQueueOptions::standard("jobs", Duration::from_secs(30))
-        .with_dead_letter("jobs-dlq", JOBS_MAX_RECEIVES);
+    let name = |n: &str| format!("{prefix}{n}");
+    let jobs = SqliteQueueOptions::standard(name("jobs"), Duration::from_secs(30))
+        .with_dead_letter(name("jobs-dlq"), JOBS_MAX_RECEIVES);
     Ok(Local {
         ports: Ports {
             state: Arc::new(SqliteStateStore::new(db.clone())),
             logs: Arc::new(logs),
-            events: queue(SqliteQueueOptions::fifo("events", quick)),
-            dispatch: queue(SqliteQueueOptions::standard("dispatch", quick)),
+            events: queue(SqliteQueueOptions::fifo(name("events"), quick)),
+            dispatch: queue(SqliteQueueOptions::standard(name("dispatch"), quick)),
             jobs: queue(jobs),
             secrets: Some(Arc::new(LazySecrets::new(data_dir))),
         },
-        dead_jobs: queue(SqliteQueueOptions::standard("jobs-dlq", Duration::from_secs(30))),
+        dead_jobs: queue(SqliteQueueOptions::standard(name("jobs-dlq"), Duration::from_secs(30))),
     })
 }
 

@@ -76,7 +76,8 @@ pub async fn run(file: &Path, json: bool, data_dir: &Path, repo: &str, pass_env:
         eprintln!("kiln: --repo must look like org/repo");
         return 2;
     };
-    let ports = match local::open(data_dir) {
+    let tag = format!("run-{}", kiln_domain::BuildId::generate().as_str());
+    let ports = match local::open_private(data_dir, &tag) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("kiln: cannot use data dir {}: {e}", data_dir.display());

@@ -302,3 +302,20 @@ async fn refuses_the_earlier_file_layout() {
     assert!(err.to_string().contains("--data-dir"), "{err}");
     assert!(!dir.path().join("kiln.db").exists());
 }
+
+/// Queued jobs carry runner tokens: the data dir and the database are private to Kiln.
+#[tokio::test]
+async fn a_new_data_dir_and_its_database_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let _db = kiln_store_local::SqliteDb::open(&dir).unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&dir.join("kiln.db")), 0o600);
+    for side in ["kiln.db-wal", "kiln.db-shm"] {
+        if dir.join(side).exists() {
+            assert_eq!(mode(&dir.join(side)), 0o600, "{side}");
+        }
+    }
+}

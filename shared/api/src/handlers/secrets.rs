@@ -78,6 +78,13 @@ pub async fn runner_secrets(
     let Some(names) = declared(&build.plan, &stage) else {
         return Err(ApiError::NotFound(format!("build {id} has no stage {stage}")));
     };
+    // A token outlives its job (stage timeout + 30 min): once the build or the stage has
+    // ended, nothing may fetch its secrets any more.
+    let ended =
+        build.status.is_terminal() || build.stage(stage.as_str()).is_some_and(|s| s.status.is_terminal());
+    if ended {
+        return Err(ApiError::Forbidden(format!("stage {stage} of build {id} has ended")));
+    }
     if !build.secrets_allowed && !names.is_empty() {
         return Err(ApiError::Forbidden(format!("build {id} may not use secrets")));
     }

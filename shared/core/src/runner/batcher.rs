@@ -296,6 +296,7 @@ impl Batcher {
             Directive::Event { ty, mut data } => {
                 // Events are stored: a secret a step puts in one is masked as in its log.
                 mask_json(&sh.masker.read().unwrap_or_else(|e| e.into_inner()), &mut data);
+                let ty = sh.mask_string(&ty);
                 let subject = sh.step_subject(step.as_str());
                 let event = CloudEvent::new(ty, sh.source.clone(), &sh.build, data).with_subject(subject);
                 return self.events.push(event);
@@ -430,7 +431,8 @@ impl Batcher {
     }
 }
 
-/// Masks every string (and object key) in an event's data.
+/// Masks every string, number (by its text: a masked number becomes a string) and object
+/// key in an event's data.
 fn mask_json(masker: &kiln_domain::protocol::Masker, value: &mut serde_json::Value) {
     use serde_json::Value;
     if masker.is_empty() {
@@ -439,6 +441,13 @@ fn mask_json(masker: &kiln_domain::protocol::Masker, value: &mut serde_json::Val
     let mask = |s: &str| String::from_utf8_lossy(&masker.mask(s.as_bytes())).into_owned();
     match value {
         Value::String(s) => *s = mask(s),
+        Value::Number(n) => {
+            let text = n.to_string();
+            let masked = mask(&text);
+            if masked != text {
+                *value = Value::String(masked);
+            }
+        }
         Value::Array(items) => items.iter_mut().for_each(|v| mask_json(masker, v)),
         Value::Object(map) => {
             let old = std::mem::take(map);
@@ -448,5 +457,22 @@ fn mask_json(masker: &kiln_domain::protocol::Masker, value: &mut serde_json::Val
             }
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mask_json;
+    use kiln_domain::protocol::Masker;
+    use serde_json::json;
+
+    #[test]
+    fn event_data_is_masked_in_strings_keys_and_numbers() {
+        let mut m = Masker::new();
+        m.add("20482048");
+        m.add("hunter2x");
+        let mut data = json!({"pin": 20482048, "n": 7, "hunter2x": ["a hunter2x b", 1.5], "ok": true});
+        mask_json(&m, &mut data);
+        assert_eq!(data, json!({"pin": "***", "n": 7, "***": ["a *** b", 1.5], "ok": true}));
     }
 }

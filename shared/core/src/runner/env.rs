@@ -2,6 +2,7 @@
 //! a JSON file), never spliced into command text.
 
 use kiln_domain::event::CloudEvent;
+use kiln_domain::secret::SecretName;
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -48,6 +49,37 @@ pub(crate) fn layered<'a>(
 
 pub(crate) fn pairs(map: &BTreeMap<String, String>) -> Vec<(String, String)> {
     map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+/// The environment layers of a stage; a step's or service's own variables go over the
+/// pipeline's and stage's (which go over the policy's neutral ones), under the event's and
+/// Kiln's.
+pub(crate) struct Env {
+    pub base: [Vec<(String, String)>; 3],
+    pub event_vars: Vec<(String, String)>,
+    pub fixed: Vec<(String, String)>,
+    /// The stage's delivered secrets; each process gets those it declares.
+    pub secrets: BTreeMap<SecretName, String>,
+}
+
+impl Env {
+    /// A secret goes over the `env` layers (a declared secret is what the step asked for)
+    /// and under Kiln's own variables (secret names cannot start with `KILN_`).
+    pub fn layered(
+        &self,
+        own: &[(String, String)],
+        declared: &[SecretName],
+        fixed: &[(String, String)],
+        warnings: &mut Vec<String>,
+    ) -> Vec<(String, String)> {
+        let [neutral, pipeline, stage] = &self.base;
+        let secrets: Vec<(String, String)> =
+            declared.iter().filter_map(|n| self.secrets.get(n).map(|v| (n.to_string(), v.clone()))).collect();
+        layered(
+            [&neutral[..], &pipeline[..], &stage[..], own, &secrets[..], &self.event_vars[..], fixed],
+            warnings,
+        )
+    }
 }
 
 #[cfg(test)]

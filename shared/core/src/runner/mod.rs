@@ -16,6 +16,7 @@
 
 mod batcher;
 mod env;
+use env::Env;
 mod process;
 mod sandbox;
 mod services;
@@ -567,37 +568,6 @@ impl Stage<'_> {
                 tracing::warn!(build = %sh.build, image, provider, error = %e, "cannot report the image result");
             }
         }
-    }
-}
-
-/// The environment layers of a stage; a step's or service's own variables go over the
-/// pipeline's and stage's (which go over the policy's neutral ones), under the event's and
-/// Kiln's.
-struct Env {
-    base: [Vec<(String, String)>; 3],
-    event_vars: Vec<(String, String)>,
-    fixed: Vec<(String, String)>,
-    /// The stage's delivered secrets; each process gets those it declares.
-    secrets: BTreeMap<SecretName, String>,
-}
-
-impl Env {
-    /// A secret goes over the `env` layers (a declared secret is what the step asked for)
-    /// and under Kiln's own variables (secret names cannot start with `KILN_`).
-    fn layered(
-        &self,
-        own: &[(String, String)],
-        declared: &[SecretName],
-        fixed: &[(String, String)],
-        warnings: &mut Vec<String>,
-    ) -> Vec<(String, String)> {
-        let [neutral, pipeline, stage] = &self.base;
-        let secrets: Vec<(String, String)> =
-            declared.iter().filter_map(|n| self.secrets.get(n).map(|v| (n.to_string(), v.clone()))).collect();
-        env::layered(
-            [&neutral[..], &pipeline[..], &stage[..], own, &secrets[..], &self.event_vars[..], fixed],
-            warnings,
-        )
     }
 }
 

@@ -15,8 +15,20 @@ pub const PASS_ENV: &str = "KILN_PASS_ENV";
 pub const STEP_USER: &str = "KILN_STEP_USER";
 /// `PATH` of steps unless the pipeline sets one or the operator passes the runner's.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-/// Kiln's own keys: never passed to a step, even when named.
-pub const NEVER_PASSED: &[&str] = &["KILN_TOKEN", "KILN_TOKEN_FILE", "KILN_ADMIN_TOKENS", "KILN_SIGNING_KEY"];
+/// Kiln's own keys, its AWS credentials among them: never passed to a step, even when
+/// named. A pipeline that needs AWS access declares its own credentials as secrets.
+pub const NEVER_PASSED: &[&str] = &[
+    "KILN_TOKEN",
+    "KILN_TOKEN_FILE",
+    "KILN_ADMIN_TOKENS",
+    "KILN_SIGNING_KEY",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+];
 
 /// An unprivileged user (and group) for steps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,9 +179,9 @@ fn user_name(uid: u32) -> Option<String> {
 
 /// Ends this process's dumpability: its `/proc/<pid>/environ`, `mem` and the like become
 /// root's, and no process of another user (nor of the same user, without
-/// CAP_SYS_PTRACE) may read them or ptrace it. Every kiln process and function binary
-/// calls it first, before it holds any key. (It does not stop root: steps of a root
-/// runner run as another user, see [`StepEnvPolicy`].)
+/// CAP_SYS_PTRACE) may read them or ptrace it. `kiln` and the runner function (the
+/// processes on a machine that runs steps) call it first, before they hold any key. (It
+/// does not stop root: steps of a root runner run as another user, see [`StepEnvPolicy`].)
 pub fn protect_process() -> io::Result<()> {
     // SAFETY: prctl(PR_SET_DUMPABLE, 0) only changes a flag of this process.
     let r = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };

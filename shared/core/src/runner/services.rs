@@ -2,8 +2,9 @@
 //! process group with its own log; stopped (SIGTERM, then SIGKILL) after the steps.
 
 use super::batcher::{Directives, StreamTask, start_stream};
+use super::env::{self, Env};
 use super::process::{GroupGuard, exit_info, spawn_shell, terminate};
-use super::{Env, Stage, end_group, env};
+use super::{Stage, end_group};
 use kiln_domain::StepName;
 use kiln_domain::logs::LogStream;
 use kiln_domain::plan::ServicePlan;

@@ -140,6 +140,16 @@ pub fn legacy_layout(data_dir: &Path) -> bool {
     rd.filter_map(Result::ok).any(|e| e.file_name().to_string_lossy().ends_with(".json"))
 }
 
+/// The data dir is Kiln's alone: a new one is created 0700, and the database 0600 (SQLite
+/// gives its `-wal` and `-shm` files the database's mode). Queued jobs carry runner tokens,
+/// so no other user of the machine — steps run as one under a root runner — may read them.
+fn private_files(data_dir: &Path, db: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(data_dir)?;
+    std::fs::OpenOptions::new().append(true).create(true).mode(0o600).open(db)?;
+    std::fs::set_permissions(db, std::fs::Permissions::from_mode(0o600))
+}
+
 fn connect(path: &Path) -> rusqlite::Result<Connection> {
     let flags =
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -161,8 +171,8 @@ impl SqliteDb {
         if legacy_layout(data_dir) {
             return Err(OpenError::LegacyLayout(data_dir.to_path_buf()));
         }
-        std::fs::create_dir_all(data_dir).map_err(|e| OpenError::Io(data_dir.to_path_buf(), e))?;
         let path = data_dir.join(DB_FILE);
+        private_files(data_dir, &path).map_err(|e| OpenError::Io(data_dir.to_path_buf(), e))?;
         let sqlite = |e| OpenError::Sqlite(path.clone(), e);
         let mut writer = connect(&path).map_err(sqlite)?;
         let tx =
