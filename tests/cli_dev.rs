@@ -504,12 +504,23 @@ async fn real_responses_validate_against_the_document() {
         )
         .await;
     assert_eq!((status, listed["secrets"][0]["name"].as_str()), (200, Some("SOME_KEY")));
-    let built = dev.build(&id).await;
-    let stage = built["stages"][0]["name"].as_str().unwrap();
-    let url = format!("/v1/builds/{id}/secrets?stage={stage}");
-    let own = signer.sign(&BuildId::new(&id), u64::MAX);
+    // The runner route answers only while the stage runs: a build held by a gate.
+    let gate = dev.scratch.shared_dir().join("secrets-gate");
+    let held =
+        format!("version: \"1\"\nsteps:\n  - name: wait\n    commands: [\"{}\"]\n", wait_for_file(&gate));
+    let running = dev.submit(&held).await;
+    let url = format!("/v1/builds/{running}/secrets?stage=default");
+    let own = signer.sign(&BuildId::new(&running), u64::MAX);
     assert_eq!(r.call(Method::GET, "/v1/builds/{id}/secrets", &url, Some(&own), vec![]).await.0, 200);
     assert_eq!(r.call(Method::GET, "/v1/builds/{id}/secrets", &url, Some(TOKEN), vec![]).await.0, 403);
+    release(&gate);
+    assert_eq!(dev.wait_ended(&running).await["status"], "succeeded");
+    let url = format!("/v1/builds/{running}/secrets?stage=default");
+    assert_eq!(
+        r.call(Method::GET, "/v1/builds/{id}/secrets", &url, Some(&own), vec![]).await.0,
+        403,
+        "ended"
+    );
     let broken = b"version: \"1\"\nsteps:\n  - name: x\n    comands: [a]\n".to_vec();
     assert_eq!(r.call(Method::POST, builds, "/v1/repos/acme/web/builds", Some(TOKEN), broken).await.0, 400);
     assert_eq!(

@@ -248,9 +248,28 @@ impl JobWorker {
             .map_err(|e| HandleError::Retry(e.to_string()))?;
         let attempt = match claim {
             Claim::Claimed { attempt } => attempt,
-            Claim::Busy | Claim::Finished => {
-                tracing::info!(build = %job.build, stage = %job.stage, ?claim, "duplicate job delivery");
+            Claim::Finished => {
+                tracing::info!(build = %job.build, stage = %job.stage, "the job's stage has ended: delivery dropped");
                 return Ok(());
+            }
+            // A first delivery of a copy (a duplicate send) while another runner holds the
+            // lease: that runner holds its own copy, so this one goes.
+            Claim::Busy if msg.receive_count <= 1 => {
+                tracing::info!(build = %job.build, stage = %job.stage, "duplicate job delivery");
+                return Ok(());
+            }
+            // The same message again: its holder's visibility ran out, perhaps because the
+            // holder died before it could extend it (its lease then runs out a moment
+            // later). Deleting it would lose the job; it comes back once the lease could
+            // have run out, and is taken over then if the holder is gone.
+            Claim::Busy => {
+                if let Err(e) = self.jobs.extend(&msg.receipt, self.config.lease).await {
+                    tracing::warn!(build = %job.build, stage = %job.stage, error = %e, "visibility extension failed");
+                }
+                return Err(HandleError::Retry(format!(
+                    "stage {} of build {} is leased by another runner: retried once that lease could have run out",
+                    job.stage, job.build
+                )));
             }
         };
         // The message stays hidden as long as the lease runs, not the queue's default: if
