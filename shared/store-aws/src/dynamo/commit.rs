@@ -25,13 +25,7 @@ impl DynamoStateStore {
         item.insert("status".into(), s(status_str(st.status)?));
         item.insert("dispatched".into(), AttributeValue::Bool(st.dispatched));
         item.insert("doc".into(), s(stage_doc(st)?));
-        let put = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(sk)")
-            .build()
-            .map_err(|e| backend("build request", e))?;
-        Ok(TransactWriteItem::builder().put(put).build())
+        self.put_new(item)
     }
 
     /// Writes a changed stage's document, conditional on the version it was read at.
@@ -90,13 +84,7 @@ impl DynamoStateStore {
         if dedupe {
             let mut item = key(pk.clone(), applied_sk(&c.event_id));
             item.insert("at_ms".into(), n(now_ms()));
-            let put = Put::builder()
-                .table_name(&self.table)
-                .set_item(Some(item))
-                .condition_expression("attribute_not_exists(sk)")
-                .build()
-                .map_err(|e| backend("build request", e))?;
-            items.push(TransactWriteItem::builder().put(put).build());
+            items.push(self.put_new(item)?);
         }
         let update = Update::builder()
             .table_name(&self.table)
@@ -131,13 +119,7 @@ impl DynamoStateStore {
             let mut item = key(pk.clone(), event_sk(seq));
             item.insert("seq".into(), n(seq));
             item.insert("event".into(), s(json(event)?));
-            let put = Put::builder()
-                .table_name(&self.table)
-                .set_item(Some(item))
-                .condition_expression("attribute_not_exists(sk)")
-                .build()
-                .map_err(|e| backend("build request", e))?;
-            items.push(TransactWriteItem::builder().put(put).build());
+            items.push(self.put_new(item)?);
         }
         for w in &c.images {
             items.extend(self.catalog_items(w)?);

@@ -48,6 +48,20 @@ pub(super) struct Loaded {
 }
 
 impl DynamoStateStore {
+    /// A transaction item that writes `item` only if no item has its key yet.
+    pub(super) fn put_new(
+        &self,
+        item: HashMap<String, AttributeValue>,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(sk)")
+            .build()
+            .map_err(|e| backend("build request", e))?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         Self { client, table: table.into() }
     }
@@ -177,13 +191,7 @@ impl StateStore for DynamoStateStore {
         item.insert("status".into(), s(status_str(build.status)?));
         item.insert("summary".into(), s(json(&summary(build))?));
         item.insert("doc".into(), s(build_doc(build)?));
-        let put = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(sk)")
-            .build()
-            .map_err(|e| backend("build request", e))?;
-        let mut items = vec![TransactWriteItem::builder().put(put).build()];
+        let mut items = vec![self.put_new(item)?];
         for (i, st) in build.stages.iter().enumerate() {
             items.push(self.stage_put(&build.id, i, st)?);
         }
