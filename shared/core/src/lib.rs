@@ -4,6 +4,7 @@
 
 pub mod dispatch;
 pub mod fanin;
+pub mod git;
 pub mod images;
 pub mod ingest;
 pub mod job;

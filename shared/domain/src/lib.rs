@@ -6,6 +6,7 @@ pub mod catalog;
 pub mod commit;
 pub mod compile;
 pub mod event;
+pub mod git;
 pub mod ids;
 pub mod logs;
 pub mod plan;

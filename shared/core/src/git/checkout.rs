@@ -1,0 +1,1 @@
+//! Checking a commit out into a workspace (helper A fills this in).

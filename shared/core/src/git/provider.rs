@@ -1,0 +1,1 @@
+//! The git host API client (helper B fills this in).

@@ -1,0 +1,1 @@
+//! Webhook payloads and signatures (helper B fills this in).

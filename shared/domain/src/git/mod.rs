@@ -1,0 +1,135 @@
+//! Builds from git: which host a repository lives on, what a webhook said (a push or a
+//! pull request, at which commit), and which of those a pipeline builds. Pure: the HTTP
+//! side (contents, tarballs, commit statuses) is `kiln_core::git`.
+
+pub mod glob;
+pub mod hook;
+
+use serde::{Deserialize, Serialize};
+
+/// The git host of a repository: how its webhooks are signed and its API is called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    Github,
+    /// Gitea and Forgejo (the same API and webhooks).
+    Gitea,
+}
+
+impl Provider {
+    pub const ALL: [Provider; 2] = [Provider::Github, Provider::Gitea];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Github => "github",
+            Provider::Gitea => "gitea",
+        }
+    }
+
+    /// The API root when a repository does not name one; Gitea is self-hosted: none.
+    pub fn default_api_url(self) -> Option<&'static str> {
+        match self {
+            Provider::Github => Some("https://api.github.com"),
+            Provider::Gitea => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Provider {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Provider::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| format!("unknown provider {s:?} (expected github or gitea)"))
+    }
+}
+
+/// Which git event started a build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GitEvent {
+    Push,
+    PullRequest,
+}
+
+impl GitEvent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GitEvent::Push => "push",
+            GitEvent::PullRequest => "pull_request",
+        }
+    }
+}
+
+/// What a build of a commit was started by: recorded on the build (`GET /v1/builds/{id}`
+/// shows it as `git`), and what steps see as `KILN_COMMIT`, `KILN_BRANCH`, ...
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GitInfo {
+    pub provider: Provider,
+    /// The repository as the host names it (`owner/name`): where the commit is fetched
+    /// from and its statuses are posted to (the base repository of a pull request).
+    pub repo: String,
+    /// The host's API root, e.g. `https://api.github.com`.
+    pub api_url: String,
+    pub event: GitEvent,
+    /// The full ref: `refs/heads/main`, `refs/tags/v1`, `refs/pull/7/head`.
+    #[serde(rename = "ref")]
+    pub git_ref: String,
+    /// A push to a branch: the branch; a pull request: its head branch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// A push of a tag: the tag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// The commit built (full SHA).
+    pub commit: String,
+    /// A pull request: its number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_request: Option<u64>,
+    /// A pull request: the branch it would merge into.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_branch: Option<String>,
+    /// A pull request from another repository than the base: its builds get no secrets.
+    #[serde(default)]
+    pub fork: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
+    /// The head commit's message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The host's delivery id of the webhook (`X-GitHub-Delivery`, `X-Gitea-Delivery`).
+    pub delivery: String,
+}
+
+impl GitInfo {
+    /// The variables every step of a git build sees (empty strings for what does not
+    /// apply, so a step can test them without `set -u` failing).
+    pub fn step_vars(&self) -> Vec<(String, String)> {
+        let or_empty = |o: &Option<String>| o.clone().unwrap_or_default();
+        vec![
+            ("KILN_COMMIT".to_string(), self.commit.clone()),
+            ("KILN_BRANCH".to_string(), or_empty(&self.branch)),
+            ("KILN_TAG".to_string(), or_empty(&self.tag)),
+            ("KILN_PULL_REQUEST".to_string(), self.pull_request.map(|n| n.to_string()).unwrap_or_default()),
+            ("KILN_GIT_EVENT".to_string(), self.event.as_str().to_string()),
+            ("KILN_GIT_REF".to_string(), self.git_ref.clone()),
+        ]
+    }
+
+    /// What a newer build supersedes: builds of the same branch (pushes) or the same pull
+    /// request.
+    pub fn supersede_key(&self) -> Option<String> {
+        match (self.event, self.pull_request, &self.branch) {
+            (GitEvent::PullRequest, Some(n), _) => Some(format!("pr/{n}")),
+            (GitEvent::Push, _, Some(b)) => Some(format!("branch/{b}")),
+            _ => None,
+        }
+    }
+}
