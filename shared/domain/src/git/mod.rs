@@ -5,6 +5,8 @@
 pub mod glob;
 pub mod hook;
 
+use crate::Repo;
+use crate::secret::SecretName;
 use serde::{Deserialize, Serialize};
 
 /// The git host of a repository: how its webhooks are signed and its API is called.
@@ -132,4 +134,33 @@ impl GitInfo {
             _ => None,
         }
     }
+}
+
+/// The User-Agent of Kiln's requests to git hosts (GitHub refuses requests without one).
+pub const USER_AGENT: &str = concat!("kiln/", env!("CARGO_PKG_VERSION"));
+
+impl Provider {
+    /// The `Authorization` header value for a token of this host.
+    pub fn authorization(self, token: &str) -> String {
+        match self {
+            Provider::Github => format!("Bearer {token}"),
+            Provider::Gitea => format!("token {token}"),
+        }
+    }
+}
+
+/// Where a repository's webhook secret and host token are kept in the secret store: under
+/// a repository key no route can name (an org never starts with `-`), so no `secrets:`
+/// declaration and no secrets route reaches them.
+pub fn credentials_repo(repo: &Repo) -> Repo {
+    Repo::new(format!("-git-{}", repo.org), repo.repo.clone())
+}
+
+/// The secret-store names of a repository's git credentials (under [`credentials_repo`]).
+pub fn webhook_secret_name() -> SecretName {
+    SecretName::parse("WEBHOOK_SECRET").expect("a valid secret name")
+}
+
+pub fn token_name() -> SecretName {
+    SecretName::parse("TOKEN").expect("a valid secret name")
 }
