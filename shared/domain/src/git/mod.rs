@@ -136,6 +136,73 @@ impl GitInfo {
     }
 }
 
+/// Which git events build a pipeline: its top-level `on:`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct GitTriggers {
+    /// Pushes build when this is set (and the ref passes it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push: Option<RefFilter>,
+    /// Pull requests build when this is set (and their base branch passes it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_request: Option<RefFilter>,
+}
+
+/// Branch and tag globs (see [`glob::glob_match`]). With neither list, every branch and
+/// tag passes; with only one, only refs of that kind can pass.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct RefFilter {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branches: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+}
+
+impl RefFilter {
+    fn passes(&self, kind: &str, name: &str) -> bool {
+        let (own, other) = match kind {
+            "branch" => (&self.branches, &self.tags),
+            _ => (&self.tags, &self.branches),
+        };
+        match (own, other) {
+            (Some(globs), _) => globs.iter().any(|g| glob::glob_match(g, name)),
+            (None, Some(_)) => false,
+            (None, None) => true,
+        }
+    }
+}
+
+/// Whether a pipeline with these triggers (`None`: no top-level `on:`) builds `info`;
+/// `Err` with the reason it does not, for the webhook's answer.
+pub fn should_build(triggers: Option<&GitTriggers>, info: &GitInfo) -> Result<(), String> {
+    let (filter, kind, name) = match info.event {
+        GitEvent::Push => match (&info.branch, &info.tag) {
+            (Some(b), _) => (triggers.map(|t| &t.push), "branch", b.as_str()),
+            (None, Some(t)) => (triggers.map(|t| &t.push), "tag", t.as_str()),
+            (None, None) => return Err(format!("the push of {} is neither a branch nor a tag", info.git_ref)),
+        },
+        GitEvent::PullRequest => {
+            let base = info.base_branch.as_deref().unwrap_or_default();
+            (triggers.map(|t| &t.pull_request), "branch", base)
+        }
+    };
+    let event = info.event.as_str();
+    match filter {
+        // No top-level `on:`: pushes to any branch, and pull requests (tags do not build).
+        None if kind == "tag" => Err(format!(
+            "the pipeline has no top-level `on:`, so pushes of tags (here {name}) do not build"
+        )),
+        None => Ok(()),
+        Some(None) => Err(format!("the pipeline's `on:` does not list {event}")),
+        Some(Some(f)) if f.passes(kind, name) => Ok(()),
+        Some(Some(_)) => Err(match info.event {
+            GitEvent::Push => format!("{event} to {kind} {name} is not in the pipeline's `on.{event}`"),
+            GitEvent::PullRequest => {
+                format!("pull requests into {name} are not in the pipeline's `on.pull_request.branches`")
+            }
+        }),
+    }
+}
+
 /// The User-Agent of Kiln's requests to git hosts (GitHub refuses requests without one).
 pub const USER_AGENT: &str = concat!("kiln/", env!("CARGO_PKG_VERSION"));
 
