@@ -298,3 +298,287 @@ fn hard_link_source(
     }
     Ok(path)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flate2::Compression;
+    use flate2::write::GzEncoder;
+    use std::os::unix::fs::MetadataExt;
+
+    /// One archive entry; names are written raw into the header, so malicious ones
+    /// (`..`, absolute) get in although `Header::set_path` refuses them.
+    enum E<'a> {
+        PaxGlobal(&'a str),
+        Dir(&'a str),
+        File(&'a str, &'a [u8], u32),
+        Symlink(&'a str, &'a str),
+        Hardlink(&'a str, &'a str),
+        Fifo(&'a str),
+    }
+
+    fn header(name: &str, kind: EntryType, mode: u32, size: u64) -> tar::Header {
+        let mut h = tar::Header::new_ustar();
+        let slot = &mut h.as_old_mut().name;
+        assert!(name.len() < slot.len(), "test names fit the ustar name field");
+        slot[..name.len()].copy_from_slice(name.as_bytes());
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_size(size);
+        h.set_mtime(1_700_000_000);
+        h
+    }
+
+    fn archive(entries: &[E]) -> Vec<u8> {
+        let mut b = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::fast()));
+        for e in entries {
+            let (mut h, data): (_, Vec<u8>) = match *e {
+                E::PaxGlobal(commit) => {
+                    // A pax record counts its own length: "<len> comment=<sha>\n".
+                    let body = format!(" comment={commit}\n");
+                    let mut len = body.len() + 2;
+                    if format!("{len}{body}").len() != len {
+                        len += 1;
+                    }
+                    let rec = format!("{len}{body}").into_bytes();
+                    (header("pax_global_header", EntryType::XGlobalHeader, 0o666, rec.len() as u64), rec)
+                }
+                E::Dir(n) => (header(n, EntryType::Directory, 0o775, 0), vec![]),
+                E::File(n, data, mode) => {
+                    (header(n, EntryType::Regular, mode, data.len() as u64), data.to_vec())
+                }
+                E::Symlink(n, t) => {
+                    let mut h = header(n, EntryType::Symlink, 0o777, 0);
+                    h.set_link_name_literal(t).unwrap();
+                    (h, vec![])
+                }
+                E::Hardlink(n, t) => {
+                    let mut h = header(n, EntryType::Link, 0o644, 0);
+                    h.set_link_name_literal(t).unwrap();
+                    (h, vec![])
+                }
+                E::Fifo(n) => (header(n, EntryType::Fifo, 0o644, 0), vec![]),
+            };
+            h.set_cksum();
+            b.append(&h, data.as_slice()).unwrap();
+        }
+        b.into_inner().unwrap().finish().unwrap()
+    }
+
+    /// A workspace `ws` with a sibling `outside` in a temporary directory.
+    struct Sandbox {
+        root: tempfile::TempDir,
+    }
+
+    impl Sandbox {
+        fn new() -> Sandbox {
+            let root = tempfile::tempdir().unwrap();
+            fs::create_dir(root.path().join("ws")).unwrap();
+            fs::create_dir(root.path().join("outside")).unwrap();
+            fs::write(root.path().join("outside/keep"), b"untouched").unwrap();
+            Sandbox { root }
+        }
+        fn ws(&self) -> PathBuf {
+            self.root.path().join("ws")
+        }
+        fn outside(&self) -> PathBuf {
+            self.root.path().join("outside")
+        }
+        /// Nothing appeared next to the workspace, nothing changed in `outside`.
+        fn assert_nothing_outside(&self) {
+            let mut top: Vec<_> =
+                fs::read_dir(self.root.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+            top.sort();
+            assert_eq!(top, ["outside", "ws"]);
+            let inside: Vec<_> =
+                fs::read_dir(self.outside()).unwrap().map(|e| e.unwrap().file_name()).collect();
+            assert_eq!(inside, ["keep"]);
+            assert_eq!(fs::read(self.outside().join("keep")).unwrap(), b"untouched");
+        }
+        fn unpack(&self, entries: &[E]) -> Result<(u64, u64), CheckoutError> {
+            unpack(archive(entries).as_slice(), &self.ws(), None)
+        }
+    }
+
+    fn assert_refused(result: Result<(u64, u64), CheckoutError>, says: &str) {
+        match result {
+            Err(e @ CheckoutError::Refused(_)) => {
+                let msg = e.to_string();
+                assert!(msg.starts_with("refused: ") && msg.contains(says), "{msg}");
+            }
+            other => panic!("expected a refusal saying {says:?}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn unpacks_a_commit_tarball_without_its_top_directory() {
+        let sb = Sandbox::new();
+        // Running as root (the runner), chown to nobody; otherwise to ourselves.
+        let owner = if unsafe { libc::geteuid() } == 0 {
+            (65534, 65534)
+        } else {
+            unsafe { (libc::geteuid(), libc::getegid()) }
+        };
+        let bytes = archive(&[
+            E::PaxGlobal("1a2b3c4d5e6f708192a3b4c5d6e7f80912a3b4c5"),
+            E::Dir("acme-web-1a2b3c4/"),
+            E::File("acme-web-1a2b3c4/README.md", b"# web\n", 0o644),
+            E::File("acme-web-1a2b3c4/build.sh", b"#!/bin/sh\necho hi\n", 0o4755),
+            E::Dir("acme-web-1a2b3c4/src/"),
+            E::File("acme-web-1a2b3c4/src/deep/main.rs", b"fn main() {}\n", 0o644),
+            E::Symlink("acme-web-1a2b3c4/src/readme", "../README.md"),
+            E::Symlink("acme-web-1a2b3c4/docs", "src/deep"),
+            E::Hardlink("acme-web-1a2b3c4/README.copy", "acme-web-1a2b3c4/README.md"),
+            E::Fifo("acme-web-1a2b3c4/pipe"),
+        ]);
+        let (files, bytes) = unpack(bytes.as_slice(), &sb.ws(), Some(owner)).unwrap();
+        let ws = sb.ws();
+        assert_eq!(files, 6);
+        assert_eq!(bytes, (6 + 18 + 13) as u64);
+        let mut names: Vec<_> = fs::read_dir(&ws).unwrap().map(|e| e.unwrap().file_name()).collect();
+        names.sort();
+        assert_eq!(names, ["README.copy", "README.md", "build.sh", "docs", "src"]);
+        assert_eq!(fs::read(ws.join("README.md")).unwrap(), b"# web\n");
+        assert_eq!(fs::read(ws.join("src/deep/main.rs")).unwrap(), b"fn main() {}\n");
+        // Executable kept, setuid dropped.
+        assert_eq!(fs::metadata(ws.join("build.sh")).unwrap().mode() & 0o7777, 0o755);
+        assert_eq!(fs::metadata(ws.join("README.md")).unwrap().mode() & 0o7777, 0o644);
+        assert_eq!(fs::read_link(ws.join("src/readme")).unwrap(), Path::new("../README.md"));
+        assert_eq!(fs::read(ws.join("src/readme")).unwrap(), b"# web\n");
+        assert_eq!(fs::read(ws.join("docs/main.rs")).unwrap(), b"fn main() {}\n");
+        assert_eq!(
+            fs::metadata(ws.join("README.copy")).unwrap().ino(),
+            fs::metadata(ws.join("README.md")).unwrap().ino()
+        );
+        for p in ["README.md", "build.sh", "src", "src/deep", "src/deep/main.rs", "src/readme", "docs"] {
+            let m = fs::symlink_metadata(ws.join(p)).unwrap();
+            assert_eq!((m.uid(), m.gid()), owner, "{p}");
+        }
+        sb.assert_nothing_outside();
+    }
+
+    #[test]
+    fn a_gitea_archive_has_the_repository_name_as_top_directory() {
+        let sb = Sandbox::new();
+        let (files, _) = sb.unpack(&[E::Dir("web/"), E::File("web/a.txt", b"a", 0o644)]).unwrap();
+        assert_eq!(files, 1);
+        assert_eq!(fs::read(sb.ws().join("a.txt")).unwrap(), b"a");
+    }
+
+    #[test]
+    fn entries_that_climb_out_or_are_absolute_are_refused() {
+        for name in ["../evil", "top/../evil", "top/../../evil", "a/../../evil", "top/a/../../evil"] {
+            let sb = Sandbox::new();
+            let result = sb.unpack(&[E::Dir("top/"), E::File(name, b"pwned", 0o644)]);
+            assert_refused(result, &format!("entry `{name}` climbs out of the workspace"));
+            sb.assert_nothing_outside();
+        }
+        let sb = Sandbox::new();
+        let abs = format!("{}/evil", sb.outside().display());
+        assert_refused(sb.unpack(&[E::File(&abs, b"pwned", 0o644)]), "is an absolute path");
+        sb.assert_nothing_outside();
+        // Absolute after the top directory was seen, too.
+        let sb = Sandbox::new();
+        let abs = format!("{}/evil", sb.outside().display());
+        assert_refused(sb.unpack(&[E::Dir("top/"), E::File(&abs, b"pwned", 0o644)]), "is an absolute path");
+        sb.assert_nothing_outside();
+    }
+
+    #[test]
+    fn links_pointing_out_are_refused() {
+        let sb = Sandbox::new();
+        assert_refused(sb.unpack(&[E::Dir("top/"), E::Symlink("top/etc", "/etc")]), "absolute path `/etc`");
+        sb.assert_nothing_outside();
+        assert!(fs::symlink_metadata(sb.ws().join("etc")).is_err());
+
+        let sb = Sandbox::new();
+        let out = sb.outside().display().to_string();
+        let result =
+            sb.unpack(&[E::Dir("top/"), E::Symlink("top/l", &out), E::File("top/l/evil", b"pwned", 0o644)]);
+        assert_refused(result, "points at the absolute path");
+        sb.assert_nothing_outside();
+
+        // `l -> ../..` then a file through it.
+        let sb = Sandbox::new();
+        let result = sb.unpack(&[
+            E::Dir("top/"),
+            E::Symlink("top/l", "../.."),
+            E::File("top/l/evil", b"pwned", 0o644),
+        ]);
+        assert_refused(result, "symlink `top/l` -> `../..` points outside the workspace");
+        sb.assert_nothing_outside();
+
+        // One level down, `..` reaches the workspace root (allowed), `../..` does not.
+        let sb = Sandbox::new();
+        sb.unpack(&[E::Dir("top/"), E::Dir("top/d/"), E::Symlink("top/d/root", "..")]).unwrap();
+        assert_refused(
+            sb.unpack(&[E::Dir("top/"), E::Dir("top/d/"), E::Symlink("top/d/up", "../../outside")]),
+            "points outside the workspace",
+        );
+        sb.assert_nothing_outside();
+
+        // Lexically inside, but `d/up` is itself a link to the root: `d/up/..` would be the
+        // workspace's parent.
+        let sb = Sandbox::new();
+        let result = sb.unpack(&[
+            E::Dir("top/"),
+            E::Dir("top/d/"),
+            E::Symlink("top/d/up", ".."),
+            E::Symlink("top/esc", "d/up/.."),
+        ]);
+        assert_refused(result, "has `..` after a name");
+        sb.assert_nothing_outside();
+
+        let sb = Sandbox::new();
+        assert_refused(
+            sb.unpack(&[E::Dir("top/"), E::Hardlink("top/h", "../outside/keep")]),
+            "hard link `top/h`: its target climbs out of the workspace",
+        );
+        sb.assert_nothing_outside();
+        let sb = Sandbox::new();
+        assert_refused(sb.unpack(&[E::Dir("top/"), E::Hardlink("top/h", "top/../x")]), "climbs out");
+        let sb = Sandbox::new();
+        let abs = format!("{}/keep", sb.outside().display());
+        assert_refused(sb.unpack(&[E::Dir("top/"), E::Hardlink("top/h", &abs)]), "is an absolute path");
+        assert_eq!(fs::metadata(sb.outside().join("keep")).unwrap().nlink(), 1);
+        sb.assert_nothing_outside();
+    }
+
+    #[test]
+    fn nothing_is_written_through_a_symlink_already_in_the_workspace() {
+        let sb = Sandbox::new();
+        std::os::unix::fs::symlink(sb.outside(), sb.ws().join("l")).unwrap();
+        let result = sb.unpack(&[E::Dir("top/"), E::File("top/l/evil", b"pwned", 0o644)]);
+        assert_refused(result, "entry `top/l/evil` goes through the symlink `l`");
+        sb.assert_nothing_outside();
+
+        // A file entry at a link's name replaces the link, never writes to its target.
+        std::os::unix::fs::symlink(sb.outside().join("keep"), sb.ws().join("f")).unwrap();
+        sb.unpack(&[E::Dir("top/"), E::File("top/f", b"new", 0o644)]).unwrap();
+        assert_eq!(fs::read(sb.ws().join("f")).unwrap(), b"new");
+        assert!(!fs::symlink_metadata(sb.ws().join("f")).unwrap().file_type().is_symlink());
+        sb.assert_nothing_outside();
+
+        // A hard link through a link in the workspace is refused too.
+        let sb = Sandbox::new();
+        std::os::unix::fs::symlink(sb.outside(), sb.ws().join("l")).unwrap();
+        assert_refused(sb.unpack(&[E::Dir("top/"), E::Hardlink("top/h", "top/l/keep")]), "symlink");
+        assert_eq!(fs::metadata(sb.outside().join("keep")).unwrap().nlink(), 1);
+        sb.assert_nothing_outside();
+    }
+
+    #[test]
+    fn an_archive_without_a_single_top_directory_is_not_a_commit_tarball() {
+        let sb = Sandbox::new();
+        let err = sb.unpack(&[E::File("a/x", b"x", 0o644), E::File("b/y", b"y", 0o644)]).unwrap_err();
+        assert!(matches!(err, CheckoutError::Layout(_)), "{err:?}");
+        assert!(err.to_string().contains("outside the archive's top-level directory `a/`"), "{err}");
+    }
+
+    #[test]
+    fn a_corrupt_archive_is_an_error() {
+        let sb = Sandbox::new();
+        let err = unpack(&b"not gzip at all"[..], &sb.ws(), None).unwrap_err();
+        assert!(matches!(err, CheckoutError::Archive(_)), "{err:?}");
+    }
+}
