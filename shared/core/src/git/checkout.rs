@@ -250,3 +250,234 @@ impl Drop for RemoveOnDrop {
         let _ = std::fs::remove_file(&self.0);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flate2::Compression;
+    use flate2::write::GzEncoder;
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpListener;
+    use std::sync::{Arc, Mutex};
+
+    const SHA: &str = "1a2b3c4d5e6f708192a3b4c5d6e7f80912a3b4c5";
+
+    /// A request as the fake host saw it: path and headers (names lowercased).
+    #[derive(Debug, Clone)]
+    struct Seen {
+        path: String,
+        headers: Vec<(String, String)>,
+    }
+
+    impl Seen {
+        fn header(&self, name: &str) -> Option<&str> {
+            self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        }
+    }
+
+    type Log = Arc<Mutex<Vec<Seen>>>;
+
+    /// A minimal HTTP/1.1 server on its own port (so its own origin) answering each
+    /// request with `respond(path)`: (status line, extra headers, body).
+    fn serve(
+        respond: impl Fn(&str) -> (&'static str, Vec<String>, Vec<u8>) + Send + 'static,
+    ) -> (String, Log) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let log: Log = Arc::default();
+        let seen = log.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                if reader.read_line(&mut line).is_err() {
+                    continue;
+                }
+                let path = line.split_whitespace().nth(1).unwrap_or_default().to_string();
+                let mut headers = Vec::new();
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((n, v)) = h.trim_end().split_once(':') {
+                        headers.push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
+                    }
+                }
+                seen.lock().unwrap().push(Seen { path: path.clone(), headers });
+                let (status, extra, body) = respond(&path);
+                let mut head =
+                    format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n", body.len());
+                for h in extra {
+                    head.push_str(&h);
+                    head.push_str("\r\n");
+                }
+                head.push_str("\r\n");
+                let _ = stream.write_all(head.as_bytes());
+                let _ = stream.write_all(&body);
+            }
+        });
+        (base, log)
+    }
+
+    fn tarball() -> Vec<u8> {
+        let mut b = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::fast()));
+        let mut dir = tar::Header::new_ustar();
+        dir.set_entry_type(tar::EntryType::Directory);
+        dir.set_mode(0o755);
+        dir.set_size(0);
+        b.append_data(&mut dir, "acme-web-1a2b3c4/", io::empty()).unwrap();
+        for (name, data) in
+            [("acme-web-1a2b3c4/.kiln.yml", &b"steps: []\n"[..]), ("acme-web-1a2b3c4/src/lib.rs", b"//\n")]
+        {
+            let mut h = tar::Header::new_ustar();
+            h.set_mode(0o644);
+            h.set_size(data.len() as u64);
+            b.append_data(&mut h, name, data).unwrap();
+        }
+        b.into_inner().unwrap().finish().unwrap()
+    }
+
+    fn source<'a>(api_url: &'a str, commit: &'a str) -> CheckoutSource<'a> {
+        CheckoutSource {
+            provider: Provider::Github,
+            api_url,
+            repo: "acme/web",
+            commit,
+            token: Some("s3cret-token"),
+        }
+    }
+
+    #[test]
+    fn tarball_urls_follow_each_hosts_api() {
+        assert_eq!(
+            tarball_url(Provider::Github, "https://api.github.com/", "acme/web", SHA),
+            format!("https://api.github.com/repos/acme/web/tarball/{SHA}")
+        );
+        assert_eq!(
+            tarball_url(Provider::Gitea, "https://git.example.com/api/v1", "acme/web", SHA),
+            format!("https://git.example.com/api/v1/repos/acme/web/archive/{SHA}.tar.gz")
+        );
+    }
+
+    #[tokio::test]
+    async fn the_token_goes_to_the_api_but_not_to_the_host_it_redirects_to() {
+        let (codeload, codeload_log) = serve(|path| {
+            if path.starts_with("/acme/web/legacy.tar.gz/") {
+                ("200 OK", vec!["Content-Type: application/x-gzip".into()], tarball())
+            } else {
+                ("404 Not Found", vec![], b"no".to_vec())
+            }
+        });
+        let target = format!("{codeload}/acme/web/legacy.tar.gz/{SHA}?token=short-lived");
+        let (api, api_log) = serve(move |path| {
+            if path == format!("/repos/acme/web/tarball/{SHA}") {
+                // Relative first: still the API's origin, so the token goes along.
+                ("302 Found", vec![format!("Location: /moved/{SHA}")], vec![])
+            } else if path.starts_with("/moved/") {
+                ("302 Found", vec![format!("Location: {target}")], vec![])
+            } else {
+                ("404 Not Found", vec![], br#"{"message":"Not Found"}"#.to_vec())
+            }
+        });
+        let ws = tempfile::tempdir().unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        let done = checkout(&client(), &source(&api, SHA), ws.path(), scratch.path(), None).await.unwrap();
+
+        assert_eq!((done.files, done.bytes), (2, 13));
+        assert_eq!(std::fs::read(ws.path().join(".kiln.yml")).unwrap(), b"steps: []\n");
+        assert_eq!(std::fs::read(ws.path().join("src/lib.rs")).unwrap(), b"//\n");
+        let line = done.to_string();
+        assert!(line.starts_with("checked out acme/web at 1a2b3c4 (2 files, 13 bytes, "), "{line}");
+        assert!(line.ends_with(" s)"), "{line}");
+        // The downloaded archive is gone.
+        assert_eq!(std::fs::read_dir(scratch.path()).unwrap().count(), 0);
+
+        let api_seen = api_log.lock().unwrap().clone();
+        let paths: Vec<_> = api_seen.iter().map(|s| s.path.as_str()).collect();
+        assert_eq!(paths, [format!("/repos/acme/web/tarball/{SHA}"), format!("/moved/{SHA}")]);
+        for seen in &api_seen {
+            assert_eq!(seen.header("authorization"), Some("Bearer s3cret-token"), "{seen:?}");
+            assert_eq!(seen.header("user-agent"), Some(USER_AGENT));
+        }
+        let codeload_seen = codeload_log.lock().unwrap().clone();
+        assert_eq!(codeload_seen.len(), 1, "{codeload_seen:?}");
+        assert_eq!(codeload_seen[0].path, format!("/acme/web/legacy.tar.gz/{SHA}?token=short-lived"));
+        assert_eq!(codeload_seen[0].header("authorization"), None, "{codeload_seen:?}");
+    }
+
+    #[tokio::test]
+    async fn gitea_archives_are_fetched_with_its_token_scheme() {
+        let (api, log) = serve(|path| {
+            if path == format!("/api/v1/repos/acme/web/archive/{SHA}.tar.gz") {
+                ("200 OK", vec![], tarball())
+            } else {
+                ("404 Not Found", vec![], vec![])
+            }
+        });
+        let api_url = format!("{api}/api/v1");
+        let src = CheckoutSource { provider: Provider::Gitea, ..source(&api_url, SHA) };
+        let ws = tempfile::tempdir().unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        let done = checkout(&client(), &src, ws.path(), scratch.path(), None).await.unwrap();
+        assert_eq!(done.files, 2);
+        assert_eq!(log.lock().unwrap()[0].header("authorization"), Some("token s3cret-token"));
+    }
+
+    #[tokio::test]
+    async fn failures_name_the_status_and_url_but_never_a_token() {
+        let (codeload, _) = serve(|_| ("404 Not Found", vec![], b"gone".to_vec()));
+        let (api, _) = serve(move |path| {
+            if path.contains("/tarball/0000000") {
+                ("302 Found", vec![format!("Location: {codeload}/x.tar.gz?token=short-lived")], vec![])
+            } else if path.contains("/tarball/1111111") {
+                ("302 Found", vec![format!("Location: {path}")], vec![])
+            } else {
+                ("404 Not Found", vec![], br#"{"message":"Not Found"}"#.to_vec())
+            }
+        });
+        let ws = tempfile::tempdir().unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+
+        let err = checkout(&client(), &source(&api, SHA), ws.path(), scratch.path(), None).await.unwrap_err();
+        let msg = err.to_string();
+        assert_eq!(msg, format!("GET {api}/repos/acme/web/tarball/{SHA} answered 404 Not Found"));
+
+        let zeros = "0000000000000000000000000000000000000000";
+        let err =
+            checkout(&client(), &source(&api, zeros), ws.path(), scratch.path(), None).await.unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("answered 404 Not Found") && msg.contains("/x.tar.gz"), "{msg}");
+        assert!(!msg.contains("short-lived") && !msg.contains("s3cret"), "{msg}");
+
+        let ones = "1111111111111111111111111111111111111111";
+        let err =
+            checkout(&client(), &source(&api, ones), ws.path(), scratch.path(), None).await.unwrap_err();
+        assert!(matches!(err, CheckoutError::TooManyRedirects { .. }), "{err:?}");
+
+        // Nothing listening: the cause is in the message.
+        let closed = TcpListener::bind("127.0.0.1:0").unwrap();
+        let gone = format!("http://{}", closed.local_addr().unwrap());
+        drop(closed);
+        let err =
+            checkout(&client(), &source(&gone, SHA), ws.path(), scratch.path(), None).await.unwrap_err();
+        assert!(matches!(err, CheckoutError::Request { .. }), "{err:?}");
+        assert!(err.to_string().starts_with(&format!("GET {gone}/repos/acme/web/tarball/{SHA}: ")), "{err}");
+
+        assert_eq!(std::fs::read_dir(scratch.path()).unwrap().count(), 0);
+        assert_eq!(std::fs::read_dir(ws.path()).unwrap().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_repository_or_commit_that_would_change_the_url_is_refused() {
+        let ws = tempfile::tempdir().unwrap();
+        for (repo, commit) in
+            [("acme/../x", SHA), ("acme", SHA), ("acme/web", "main?x=1"), ("acme/web", "../../x")]
+        {
+            let src = CheckoutSource { repo, commit, ..source("http://127.0.0.1:9", SHA) };
+            let err = checkout(&client(), &src, ws.path(), ws.path(), None).await.unwrap_err();
+            assert!(matches!(err, CheckoutError::Invalid(_)), "{repo} {commit}: {err:?}");
+        }
+    }
+}
