@@ -8,7 +8,8 @@
 //! Timing checks use visibility timeouts of 1 s or more and assert with slack; they wait
 //! and measure on tokio's clock, so the local adapters run them on paused time.
 //!
-//! Entry points: [`state_suite`], [`log_suite`], [`queue_suite`], or each check alone.
+//! Entry points: [`state_suite`], [`log_suite`], [`queue_suite`], [`repos_suite`], or each
+//! check alone.
 
 /// Calls the macro `$m` with the name of every state store check, so each adapter's test file
 /// runs them all without listing them again.
@@ -84,11 +85,30 @@ macro_rules! for_each_queue_check {
     };
 }
 
+/// Calls the macro `$m` with the name of every repository store check, so each adapter's
+/// test file runs them all without listing them again.
+#[macro_export]
+macro_rules! for_each_repo_check {
+    ($m:ident) => {
+        $m!(
+            repos_round_trip,
+            repos_replace_keeps_one,
+            repos_unknown_is_none,
+            repos_list_sorted,
+            repos_claim_once,
+            repos_release_then_claim,
+            repos_concurrent_claims_one_winner,
+            repos_claim_keys_any_shape,
+        );
+    };
+}
+
 mod catalog;
 mod fixtures;
 mod leases;
 mod logs;
 mod queues;
+mod repos;
 pub mod secrets;
 mod state;
 
@@ -97,4 +117,5 @@ pub use fixtures::*;
 pub use leases::*;
 pub use logs::*;
 pub use queues::*;
+pub use repos::*;
 pub use state::*;

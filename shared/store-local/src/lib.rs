@@ -1,6 +1,6 @@
 //! The local adapters of the storage ports (`kiln-store`), for `kiln run` and `kiln dev`.
 //!
-//! The embedded default is [`sqlite`]: state, history, catalog and queues in one SQLite
+//! The embedded default is [`sqlite`]: state, history, catalog, queues and repositories in one SQLite
 //! database, `DATA/kiln.db` (its schema is in that module), with logs as files
 //! ([`LocalLogStore`]). The earlier adapters stay for tests and the benchmark that want
 //! in-memory queues on tokio's (pausable) clock: [`LocalStateStore`] (JSON files) and
@@ -38,7 +38,7 @@ mod state;
 pub use logs::LocalLogStore;
 pub use queue::{LocalQueue, QueueOptions};
 pub use secrets::{LocalSecretStore, key_path_from};
-pub use sqlite::{SqliteDb, SqliteQueue, SqliteQueueOptions, SqliteStateStore};
+pub use sqlite::{SqliteDb, SqliteQueue, SqliteQueueOptions, SqliteRepoStore, SqliteStateStore};
 pub use state::LocalStateStore;
 
 /// Whether a build id can be used as a file name: ASCII letters, digits, `-` and `_`

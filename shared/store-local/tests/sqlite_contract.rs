@@ -12,7 +12,9 @@ use kiln_domain::state::Build;
 use kiln_store::{Claim, Commit, CommitOutcome, OutMessage, Queue, QueueError, StateStore, StoreError};
 use kiln_store_contract::{self as contract, QueueFactory};
 use kiln_store_local::sqlite::{OpenError, legacy_layout};
-use kiln_store_local::{LocalStateStore, SqliteDb, SqliteQueue, SqliteQueueOptions, SqliteStateStore};
+use kiln_store_local::{
+    LocalStateStore, SqliteDb, SqliteQueue, SqliteQueueOptions, SqliteRepoStore, SqliteStateStore,
+};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -64,6 +66,50 @@ macro_rules! queue_checks {
 }
 
 kiln_store_contract::for_each_queue_check!(queue_checks);
+
+macro_rules! repo_checks {
+    ($($name:ident),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let dir = tempdir();
+            contract::$name(&SqliteRepoStore::open(dir.path()).expect("open")).await;
+        }
+    )*};
+}
+
+kiln_store_contract::for_each_repo_check!(repo_checks);
+
+/// Claims from two handles (processes) on one database: one wins, and settings and
+/// claims written by one are read by the other, and by a later open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn repos_claims_across_handles_and_restart() {
+    use kiln_store::{RepoSettings, RepoStore};
+    let dir = tempdir();
+    let a = SqliteRepoStore::open(dir.path()).expect("open");
+    let b = SqliteRepoStore::open(dir.path()).expect("open");
+    tokio::join!(contract::repos_suite(&a), contract::repos_suite(&b));
+    for round in 0..8 {
+        let key = format!("hook/{round}");
+        let (ra, rb) = tokio::join!(a.claim(&key, "a"), b.claim(&key, "b"));
+        match (ra.expect("claim a"), rb.expect("claim b")) {
+            (None, Some(v)) => assert_eq!(v, "a"),
+            (Some(v), None) => assert_eq!(v, "b"),
+            other => panic!("exactly one handle wins: {other:?}"),
+        }
+    }
+    let settings = RepoSettings {
+        repo: kiln_domain::Repo::new("acme", "app"),
+        provider: kiln_domain::git::Provider::Github,
+        api_url: "https://api.github.com".into(),
+        updated_ms: 5,
+    };
+    a.put_repo(&settings).await.expect("put");
+    assert_eq!(b.get_repo(&settings.repo).await.expect("get"), Some(settings.clone()));
+    drop((a, b));
+    let c = SqliteRepoStore::open(dir.path()).expect("reopen");
+    assert_eq!(c.get_repo(&settings.repo).await.expect("get"), Some(settings));
+    assert!(c.claim("hook/0", "c").await.expect("claim").is_some(), "claims survive a restart");
+}
 
 /// The whole suites on one shared store, concurrently: the checks must not step on each
 /// other, and writers in one process take turns on the writer connection.

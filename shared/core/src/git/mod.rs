@@ -7,3 +7,4 @@
 
 pub mod checkout;
 pub mod provider;
+pub mod unpack;

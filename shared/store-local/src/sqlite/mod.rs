@@ -1,5 +1,6 @@
 //! The embedded default's database: one SQLite file, `DATA/kiln.db`, in WAL mode, holding
-//! the state store ([`SqliteStateStore`]) and the queues ([`SqliteQueue`]). Several
+//! the state store ([`SqliteStateStore`]), the queues ([`SqliteQueue`]) and the repository
+//! store ([`SqliteRepoStore`]). Several
 //! processes may open the same data dir (`kiln dev`, `kiln run`, `kiln status`): writes are
 //! IMMEDIATE transactions (the write lock is taken up front, so two writers never deadlock
 //! upgrading a read), a busy timeout makes a second process wait for the lock instead of
@@ -9,7 +10,8 @@
 //! every process on the host reads the same clock, so a lease or a hidden message expires
 //! for all of them at once, and after a restart too.
 //!
-//! Schema (`PRAGMA user_version` = 1):
+//! Schema (`PRAGMA user_version` = 2; 2 added `repos` and `claims`, created in a
+//! database of version 1 when it is opened):
 //!
 //! ```text
 //! builds(id PK, repo, doc, last_seq)            the Build as JSON; last_seq of its history
@@ -22,12 +24,18 @@
 //!                                               every queue's messages (dead letters too:
 //!                                               they move to the DLQ's name)
 //! dedup(queue, dedup_id, sent_ms)  PK (queue, dedup_id)   FIFO deduplication window
+//! repos(repo PK, doc)                           a repository's git settings (RepoSettings
+//!                                               as JSON) under `org/repo`
+//! claims(key PK, value, created_ms)             write-once claims (webhook deliveries,
+//!                                               commit statuses)
 //! ```
 
 mod queue;
+mod repos;
 mod state;
 
 pub use queue::{SqliteQueue, SqliteQueueOptions};
+pub use repos::SqliteRepoStore;
 pub use state::SqliteStateStore;
 
 use crate::{blocking, lock};
@@ -98,7 +106,16 @@ CREATE TABLE IF NOT EXISTS dedup (
     PRIMARY KEY (queue, dedup_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS dedup_by_time ON dedup (queue, sent_ms);
-PRAGMA user_version = 1;
+CREATE TABLE IF NOT EXISTS repos (
+    repo TEXT PRIMARY KEY,
+    doc TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS claims (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    created_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+PRAGMA user_version = 2;
 ";
 
 #[derive(Debug, thiserror::Error)]
