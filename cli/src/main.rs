@@ -6,6 +6,7 @@ mod lines;
 mod local;
 mod remote;
 mod render;
+mod repos;
 mod run;
 mod secrets;
 
@@ -141,6 +142,14 @@ enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Repositories whose pushes and pull requests start builds (webhooks): register one,
+    /// list them. Needs --api.
+    Repos {
+        #[command(subcommand)]
+        action: ReposAction,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Cancel a running build. Needs --api.
     Cancel {
         build: String,
@@ -160,6 +169,30 @@ enum Command {
         source: String,
         #[command(flatten)]
         api: ApiArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReposAction {
+    /// Register a repository (or change it). The webhook secret and the host token come
+    /// from KILN_WEBHOOK_SECRET and KILN_GIT_TOKEN, or else from stdin: the secret on the
+    /// first line, the token on the second.
+    Add {
+        /// org/repo, as the host names it
+        repo: String,
+        /// github, or gitea (also Forgejo)
+        #[arg(long, default_value = "github")]
+        provider: String,
+        /// The host's API root (default https://api.github.com for GitHub).
+        #[arg(long)]
+        api_url: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The registered repositories: name, provider, API root.
+    List {
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -302,6 +335,15 @@ fn main() -> ExitCode {
                     secrets::list(api.client(), &data_dir, &repo, json).await
                 }
                 SecretsAction::Rm { repo, name } => secrets::rm(api.client(), &data_dir, &repo, &name).await,
+            },
+            Command::Repos { action, api } => match api.require("repos") {
+                Ok(c) => match action {
+                    ReposAction::Add { repo, provider, api_url, json } => {
+                        repos::add(&c, &repo, &provider, api_url, json).await
+                    }
+                    ReposAction::List { json } => repos::list(&c, json).await,
+                },
+                Err(code) => code,
             },
             Command::Cancel { build, api } => match api.require("cancel") {
                 Ok(c) => remote::cancel(&c, &build).await,

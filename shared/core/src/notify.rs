@@ -108,7 +108,7 @@ impl Notifier {
                 let Ok(Some(data)) = LifecycleData::from_event(&stored.event) else { continue };
                 let Some((context, state, description)) = status_for(&data) else { continue };
                 let key = format!("status/{}", stored.event.id);
-                if self.repos.claim(&key, state.as_str()).await.map_err(retry)?.is_some() {
+                if self.repos.claim(&key, &state_name(state)).await.map_err(retry)?.is_some() {
                     continue;
                 }
                 let status = CommitStatus {
@@ -122,12 +122,12 @@ impl Notifier {
                     let _ = self.repos.release(&key).await;
                     return Err(HandleError::Retry(format!(
                         "status {context} {} of build {} on {}: {e}",
-                        state.as_str(),
+                        state_name(state),
                         build.id,
                         provider_name(git.provider)
                     )));
                 }
-                tracing::info!(build = %build.id, %context, state = state.as_str(), "commit status posted");
+                tracing::info!(build = %build.id, %context, state = state_name(state), "commit status posted");
             }
             if page.len() < PAGE {
                 return Ok(());
@@ -138,6 +138,11 @@ impl Notifier {
     fn link(&self, build: &Build) -> String {
         format!("{}/builds/{}", self.public_url.trim_end_matches('/'), build.id)
     }
+}
+
+/// The state as the host spells it (the claim's value, the log's).
+fn state_name(state: StatusState) -> String {
+    serde_json::to_value(state).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
 }
 
 fn provider_name(p: Provider) -> &'static str {

@@ -400,10 +400,11 @@ impl Stage<'_> {
             token,
         };
         let owner = area.user.map(|u| (u.uid, u.gid));
-        let work = checkout(&client(), &src, &area.workspace, &area.scratch, owner);
+        let client = client();
+        let work = checkout(&client, &src, &area.workspace, &area.scratch, owner);
         // The checkout counts against the stage's deadline like a step.
         match tokio::time::timeout_at(self.deadline(), work).await {
-            Ok(Ok(done)) => Ok(done.describe(&git.repo, &git.commit)),
+            Ok(Ok(done)) => Ok(done.to_string()),
             Ok(Err(e)) => Err(format!("checkout of {} at {} failed: {e}", git.repo, git.commit)),
             Err(_) => Err(format!("checkout of {} at {} ran past the stage's deadline", git.repo, git.commit)),
         }
