@@ -5,16 +5,14 @@
 //! secret fails the build with its name before any step runs.
 
 mod common;
-use common::{HANG, Scratch, repo_root};
+use common::Scratch;
+use common::dev::{Dev, SIGNING_KEY, TOKEN, key_file};
 use kiln_core::tokens::TokenSigner;
 use kiln_domain::BuildId;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
-const TOKEN: &str = "test-admin-token";
-const SIGNING_KEY: &str = "test-signing-key";
 const VALUE: &str = "s3cr3t-Value-9f8e7d6c";
 
 /// Steps that print the secret whole, in two halves 1.3 s apart on one line, and in an
@@ -33,108 +31,6 @@ stages:
         commands:
           - 'echo "other:[${DEPLOY_KEY:-unset}]"'
 "#;
-
-struct Dev {
-    child: Child,
-    url: String,
-    scratch: Scratch,
-}
-
-impl Dev {
-    fn start(scratch: Scratch) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
-            .args(["dev", "--addr", "127.0.0.1:0", "--data-dir"])
-            .arg(scratch.data_dir())
-            .env("KILN_TOKEN", TOKEN)
-            .env("KILN_SIGNING_KEY", SIGNING_KEY)
-            .env("KILN_SECRETS_KEY_FILE", key_file(&scratch))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start kiln dev");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let url = line
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
-            .unwrap_or_else(|| panic!("no address in {line:?}"))
-            .to_string();
-        Dev { child, url, scratch }
-    }
-
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: impl AsRef<str>,
-        token: &str,
-        body: Vec<u8>,
-    ) -> (u16, Vec<u8>) {
-        let resp = reqwest::Client::new()
-            .request(method, format!("{}{}", self.url, path.as_ref()))
-            .bearer_auth(token)
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        (resp.status().as_u16(), resp.bytes().await.unwrap().to_vec())
-    }
-
-    async fn get(&self, path: &str) -> Vec<u8> {
-        let (status, body) = self.call(reqwest::Method::GET, path, TOKEN, vec![]).await;
-        assert_eq!(status, 200, "{path}: {}", String::from_utf8_lossy(&body));
-        body
-    }
-
-    async fn submit(&self, yaml: &str) -> String {
-        let (status, body) = self
-            .call(reqwest::Method::POST, "/v1/repos/acme/web/builds", TOKEN, yaml.as_bytes().to_vec())
-            .await;
-        assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
-        let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        doc["id"].as_str().unwrap().to_string()
-    }
-
-    async fn wait_ended(&self, id: &str) -> serde_json::Value {
-        let started = Instant::now();
-        loop {
-            let b: serde_json::Value =
-                serde_json::from_slice(&self.get(&format!("/v1/builds/{id}")).await).unwrap();
-            if !matches!(b["status"].as_str(), Some("pending" | "running")) {
-                return b;
-            }
-            assert!(started.elapsed() < HANG, "build {id} did not end: {b}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn kiln(&self, args: &[&str]) -> std::process::Output {
-        Command::new(env!("CARGO_BIN_EXE_kiln"))
-            .args(args)
-            .env("KILN_API", &self.url)
-            .env("KILN_TOKEN", TOKEN)
-            .current_dir(repo_root())
-            .output()
-            .unwrap()
-    }
-}
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        // SAFETY: sending a signal to our own child.
-        unsafe { libc_kill(self.child.id() as i32, 15) };
-        let _ = self.child.wait();
-    }
-}
-
-unsafe extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
-}
-
-/// The secrets key: in the scratch dir, outside the data dir.
-fn key_file(scratch: &Scratch) -> std::path::PathBuf {
-    scratch.dir.path().join("keys").join("secrets.key")
-}
 
 fn contains(haystack: &[u8], needle: &str) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle.as_bytes())

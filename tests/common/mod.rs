@@ -1,6 +1,8 @@
 //! Helpers for the end-to-end tests: run the real `kiln` binary in a scratch directory.
 #![allow(dead_code)]
 
+pub mod dev;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;

@@ -1,5 +1,5 @@
 //! Kiln's storage ports on AWS, with the official SDK crates: the state store on DynamoDB
-//! ([`DynamoStateStore`], one table), the log store on S3 ([`S3LogStore`], chunk objects
+//! ([`DynamoStateStore`], one table, which [`DynamoRepoStore`] shares), the log store on S3 ([`S3LogStore`], chunk objects
 //! keyed by byte offset, compacted when a stream ends) and the queues on SQS
 //! ([`SqsQueue`]). They pass the same contract suite as the local adapters
 //! (`kiln-store-contract`), run against LocalStack in `tests/localstack_contract.rs`.
@@ -12,7 +12,7 @@ mod s3logs;
 mod sqs;
 mod ssm;
 
-pub use dynamo::DynamoStateStore;
+pub use dynamo::{DynamoRepoStore, DynamoStateStore};
 pub use s3logs::S3LogStore;
 pub use sqs::SqsQueue;
 pub use ssm::SsmSecretStore;

@@ -14,7 +14,9 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use kiln_domain::BuildId;
 use kiln_domain::logs::LogStream;
 use kiln_store::{Commit, LogError, LogStore, OutMessage, Queue, StateStore};
-use kiln_store_aws::{AwsConfig, Clients, DynamoStateStore, S3LogStore, SqsQueue, connect_with};
+use kiln_store_aws::{
+    AwsConfig, Clients, DynamoRepoStore, DynamoStateStore, S3LogStore, SqsQueue, connect_with,
+};
 use kiln_store_contract::{self as contract, QueueFactory};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -63,6 +65,10 @@ fn config() -> AwsConfig {
 
 fn state(c: &Clients) -> DynamoStateStore {
     DynamoStateStore::new(c.dynamodb.clone(), config().table)
+}
+
+fn repos(c: &Clients) -> DynamoRepoStore {
+    DynamoRepoStore::new(c.dynamodb.clone(), config().table)
 }
 
 fn logs(c: &Clients) -> S3LogStore {
@@ -178,6 +184,65 @@ kiln_store_contract::for_each_lease_check!(state_checks);
 kiln_store_contract::for_each_log_check!(log_checks);
 
 kiln_store_contract::for_each_queue_check!(queue_checks);
+
+macro_rules! repo_checks {
+    ($($name:ident),* $(,)?) => {$(
+        #[tokio::test]
+        #[ignore = "needs LocalStack: localstack/start.sh && localstack/seed.sh, then cargo test -- --include-ignored"]
+        async fn $name() {
+            let c = localstack().await;
+            contract::$name(&repos(&c)).await;
+        }
+    )*};
+}
+
+kiln_store_contract::for_each_repo_check!(repo_checks);
+
+/// The repository items have the shapes ARCHITECTURE.md gives: settings under
+/// `REPO` / `<org>/<repo>`, a claim under `CLAIM#<key>` / `CLAIM`; two stores (two
+/// Lambda instances) racing for one claim see one winner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs LocalStack: localstack/start.sh && localstack/seed.sh, then cargo test -- --include-ignored"]
+async fn repos_item_shapes_and_two_stores() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use kiln_store::{RepoSettings, RepoStore};
+    let c = localstack().await;
+    let (a, b) = (repos(&c), repos(&localstack().await));
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let settings = RepoSettings {
+        repo: kiln_domain::Repo::new(format!("shape{id}"), "app"),
+        provider: kiln_domain::git::Provider::Github,
+        api_url: "https://api.github.com".into(),
+        updated_ms: 7,
+    };
+    a.put_repo(&settings).await.expect("put");
+    let claim = format!("hook/github/{id}");
+    let (ra, rb) = tokio::join!(a.claim(&claim, "a"), b.claim(&claim, "b"));
+    let winner = match (ra.expect("claim a"), rb.expect("claim b")) {
+        (None, Some(v)) if v == "a" => "a",
+        (Some(v), None) if v == "b" => "b",
+        other => panic!("exactly one store wins: {other:?}"),
+    };
+    let get = |pk: String, sk: String| {
+        c.dynamodb
+            .get_item()
+            .table_name(config().table)
+            .consistent_read(true)
+            .key("pk", AttributeValue::S(pk))
+            .key("sk", AttributeValue::S(sk))
+            .send()
+    };
+    let item = get("REPO".into(), settings.repo.to_string()).await.expect("get").item.expect("settings item");
+    let doc: RepoSettings =
+        serde_json::from_str(item["doc"].as_s().expect("doc is a string")).expect("doc is RepoSettings");
+    assert_eq!(doc, settings);
+    let item = get(format!("CLAIM#{claim}"), "CLAIM".into()).await.expect("get").item.expect("claim item");
+    assert_eq!(item["value"].as_s().map(String::as_str), Ok(winner));
+    assert!(item.contains_key("created_ms"));
+    assert!(!item.contains_key("expires_at"), "claims do not expire");
+    b.release(&claim).await.expect("release");
+    assert!(get(format!("CLAIM#{claim}"), "CLAIM".into()).await.expect("get").item.is_none());
+}
 
 /// The whole suites on one store each, concurrently: the checks must not step on each
 /// other (one table and one bucket serve every check).

@@ -28,6 +28,14 @@ pub(super) const HISTORY_PREFIX: &str = "HISTORY#";
 /// The GSI partition holding every current catalog record (sorted `<image>#<provider>`).
 pub(super) const CATALOG_GSI_PK: &str = "IMAGES";
 
+/// The partition holding every repository's git settings (sorted by `sk`, `<org>/<repo>`),
+/// so listing them is one Query.
+pub(super) const REPOS_PK: &str = "REPO";
+/// A claim is an item of its own partition (`CLAIM#<key>`): claims of different keys never
+/// contend, and any key shape fits.
+pub(super) const CLAIM_PREFIX: &str = "CLAIM#";
+pub(super) const CLAIM_SK: &str = "CLAIM";
+
 pub(super) type Item = HashMap<String, AttributeValue>;
 
 pub(super) fn s(v: impl Into<String>) -> AttributeValue {
@@ -88,6 +96,14 @@ pub(super) fn catalog_gsi_sk(image: &str, provider: &str) -> String {
 
 pub(super) fn repo_key(repo: &Repo) -> String {
     format!("REPO#{repo}")
+}
+
+pub(super) fn repo_settings_sk(repo: &Repo) -> String {
+    repo.to_string()
+}
+
+pub(super) fn claim_pk(claim: &str) -> String {
+    format!("{CLAIM_PREFIX}{claim}")
 }
 
 pub(super) fn key(pk: String, sk: String) -> Item {

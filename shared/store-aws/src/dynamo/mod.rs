@@ -1,10 +1,12 @@
 //! [`DynamoStateStore`]: builds, stages, the event history and applied event ids in one
-//! DynamoDB table. The design (keys, the GSI, the access patterns) is written down in
+//! DynamoDB table; [`DynamoRepoStore`]: repositories' git settings and claims in the same
+//! table. The design (keys, the GSI, the access patterns) is written down in
 //! ARCHITECTURE.md, "DynamoDB single-table design".
 
 mod commit;
 mod keys;
 mod lease;
+mod repos;
 
 use crate::retry_races;
 use async_trait::async_trait;
@@ -22,6 +24,8 @@ use kiln_domain::{BuildId, Repo, StageName};
 use kiln_store::{BuildSummary, Claim, Commit, CommitOutcome, StateStore, StoreError};
 use std::collections::HashMap;
 use std::time::Duration;
+
+pub use repos::DynamoRepoStore;
 
 /// The state store on DynamoDB (single table; see ARCHITECTURE.md).
 ///
@@ -77,16 +81,7 @@ impl DynamoStateStore {
         limit: usize,
         what: &str,
     ) -> Result<Vec<Item>, StoreError> {
-        let page = i32::try_from(limit).unwrap_or(i32::MAX).min(1000);
-        let mut pages = query.into_paginator().page_size(page).send();
-        let mut items = Vec::new();
-        while items.len() < limit
-            && let Some(res) = pages.next().await
-        {
-            items.extend(res.map_err(|e| sdk(what, &e))?.items.unwrap_or_default());
-        }
-        items.truncate(limit);
-        Ok(items)
+        query_all(query, limit, what).await
     }
 
     /// The build item, its stage items and their lease items, in one (paginated)
@@ -170,6 +165,24 @@ impl DynamoStateStore {
             .await
             .map(drop)
     }
+}
+
+/// Runs a Query with the SDK's paginator until its end or until `limit` items.
+pub(super) async fn query_all(
+    query: QueryFluentBuilder,
+    limit: usize,
+    what: &str,
+) -> Result<Vec<Item>, StoreError> {
+    let page = i32::try_from(limit).unwrap_or(i32::MAX).min(1000);
+    let mut pages = query.into_paginator().page_size(page).send();
+    let mut items = Vec::new();
+    while items.len() < limit
+        && let Some(res) = pages.next().await
+    {
+        items.extend(res.map_err(|e| sdk(what, &e))?.items.unwrap_or_default());
+    }
+    items.truncate(limit);
+    Ok(items)
 }
 
 #[async_trait]
@@ -349,5 +362,13 @@ mod tests {
         assert!(event_sk(10) < event_sk(u64::MAX));
         assert_eq!(event_sk(u64::MAX).len(), EVENT_PREFIX.len() + 20);
         assert_eq!(status_str(Status::Running).unwrap(), "running");
+        // Repository settings sort by `org/repo`; a claim key is kept whole in its pk.
+        assert_eq!(repo_settings_sk(&Repo::new("acme", "app")), "acme/app");
+        assert_eq!(claim_pk("hook/a#b"), "CLAIM#hook/a#b");
+        assert_ne!(
+            REPOS_PK,
+            repo_key(&Repo::new("acme", "app")),
+            "settings are not in the build listing's GSI key"
+        );
     }
 }
