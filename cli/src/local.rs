@@ -10,8 +10,8 @@ use kiln_domain::secret::SecretName;
 use kiln_store::{LogStore, Queue, SecretInfo, SecretStore, SecretStoreError};
 use kiln_store_local::sqlite::OpenError;
 use kiln_store_local::{
-    LocalLogStore, LocalSecretStore, SqliteDb, SqliteQueue, SqliteQueueOptions, SqliteRepoStore, SqliteStateStore,
-    key_path_from,
+    LocalLogStore, LocalSecretStore, SqliteDb, SqliteQueue, SqliteQueueOptions, SqliteRepoStore,
+    SqliteStateStore, key_path_from,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;

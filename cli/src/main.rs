@@ -60,7 +60,7 @@ enum Command {
         #[arg(long, env = "KILN_TOKEN", hide_env_values = true)]
         token: Option<String>,
         /// Read the admin token from this file (wins over --token and KILN_TOKEN).
-        #[arg(long, env = "KILN_TOKEN_FILE", value_name = "PATH", value_parser = read_token_file)]
+        #[arg(long, env = "KILN_TOKEN_FILE", value_name = "PATH", value_parser = read_token_file, global = true)]
         token_file: Option<String>,
         #[arg(long, default_value = ".kiln", env = "KILN_DATA_DIR")]
         data_dir: PathBuf,
@@ -233,11 +233,11 @@ enum ImagesAction {
 #[derive(Args, Clone)]
 struct ApiArgs {
     /// The API's base URL, e.g. http://127.0.0.1:8080. Without it, commands read the data dir.
-    #[arg(long = "api", env = "KILN_API")]
+    #[arg(long = "api", env = "KILN_API", global = true)]
     url: Option<String>,
     /// The API token. Prefer KILN_TOKEN or --token-file: a command line is visible to
     /// every process of the machine.
-    #[arg(long, env = "KILN_TOKEN", hide_env_values = true)]
+    #[arg(long, env = "KILN_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
     /// Read the API token from this file (wins over --token and KILN_TOKEN).
     #[arg(long, env = "KILN_TOKEN_FILE", value_name = "PATH", value_parser = read_token_file)]

@@ -22,7 +22,9 @@ fn credentials() -> Result<(String, Option<String>), String> {
             secret = next().map_err(|e| format!("cannot read the webhook secret from stdin: {e}"))?;
         }
         if token.is_none() {
-            token = next().map_err(|e| format!("cannot read the token from stdin: {e}"))?.filter(|t| !t.is_empty());
+            token = next()
+                .map_err(|e| format!("cannot read the token from stdin: {e}"))?
+                .filter(|t| !t.is_empty());
         }
     }
     let secret = secret.filter(|s| !s.is_empty()).ok_or(
@@ -55,7 +57,11 @@ pub async fn add(c: &ApiClient, repo: &str, provider: &str, api_url: Option<Stri
         Ok(view) if json => print_json(&view),
         Ok(view) => {
             println!("{}", line(&view));
-            println!("point the host's webhook at {}{} (content type application/json)", c.base(), view.hook_path);
+            println!(
+                "point the host's webhook at {}{} (content type application/json)",
+                c.base(),
+                view.hook_path
+            );
             0
         }
         Err(e) => {

@@ -7,11 +7,11 @@ use crate::auth::{Auth, Caller};
 use crate::error::ApiError;
 use crate::route::Access;
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
-use kiln_domain::git::hook::MAX_HOOK_BYTES;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::MethodRouter;
 use kiln_domain::BuildId;
+use kiln_domain::git::hook::MAX_HOOK_BYTES;
 use std::collections::HashMap;
 
 /// `method_router` behind the check for `access`.

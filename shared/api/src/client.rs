@@ -3,8 +3,8 @@
 
 use crate::views::{
     Accepted, BuildList, BuildMissingAnswer, BuildMissingRequest, BuildView, CancelAnswer, CloudEventView,
-    ErrorBody, ErrorDetail, EventPage, ImageDetailView, ImageList, IngestAnswer, LogList, RunnerSecrets,
-    RepoList, RepoRequest, RepoView, SecretList, Submitted,
+    ErrorBody, ErrorDetail, EventPage, ImageDetailView, ImageList, IngestAnswer, LogList, RepoList,
+    RepoRequest, RepoView, RunnerSecrets, SecretList, Submitted,
 };
 use async_trait::async_trait;
 use kiln_core::job::Job;

@@ -91,8 +91,11 @@ impl Notifier {
         let repo = &build.repo;
         let token = {
             let name = token_name();
-            let mut values =
-                self.secrets.reveal(&credentials_repo(repo), std::slice::from_ref(&name)).await.map_err(retry)?;
+            let mut values = self
+                .secrets
+                .reveal(&credentials_repo(repo), std::slice::from_ref(&name))
+                .await
+                .map_err(retry)?;
             values.remove(&name)
         };
         let api_url = match self.repos.get_repo(repo).await.map_err(retry)? {

@@ -105,9 +105,13 @@ impl SecretSource for StoreSecrets {
 }
 
 /// The host token of `repo` (registered with `PUT /v1/repos/{org}/{repo}`), if any.
-pub async fn checkout_token(store: &dyn SecretStore, repo: &Repo) -> Result<Option<String>, SecretFetchError> {
+pub async fn checkout_token(
+    store: &dyn SecretStore,
+    repo: &Repo,
+) -> Result<Option<String>, SecretFetchError> {
     let name = kiln_domain::git::token_name();
-    let mut values = store.reveal(&kiln_domain::git::credentials_repo(repo), std::slice::from_ref(&name)).await?;
+    let mut values =
+        store.reveal(&kiln_domain::git::credentials_repo(repo), std::slice::from_ref(&name)).await?;
     Ok(values.remove(&name))
 }
 

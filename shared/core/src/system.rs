@@ -176,10 +176,17 @@ impl System {
                 secrets: secrets.clone(),
                 public_url: git.public_url.clone(),
             });
-            tasks.spawn(serve("notify", git.notify.clone(), 4, Order::Fifo, rx.clone(), move |msg: Received| {
-                let notifier = notifier.clone();
-                async move { notifier.handle(&msg.body).await }
-            }));
+            tasks.spawn(serve(
+                "notify",
+                git.notify.clone(),
+                4,
+                Order::Fifo,
+                rx.clone(),
+                move |msg: Received| {
+                    let notifier = notifier.clone();
+                    async move { notifier.handle(&msg.body).await }
+                },
+            ));
         }
 
         let (state, jobs, signer) = (ports.state.clone(), ports.jobs.clone(), config.signer.clone());

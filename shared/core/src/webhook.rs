@@ -78,7 +78,8 @@ pub async fn handle(ports: &Ports, req: HookRequest<'_>) -> Result<HookOutcome, 
     let (Some(git), Some(secrets)) = (&ports.git, &ports.secrets) else {
         return Err(WebhookError::Unavailable("builds from git are not set up here".into()));
     };
-    let full_name = hook::repository_full_name(req.body).map_err(|e| WebhookError::BadRequest(e.to_string()))?;
+    let full_name =
+        hook::repository_full_name(req.body).map_err(|e| WebhookError::BadRequest(e.to_string()))?;
     let unknown = || WebhookError::UnknownRepo(format!("repository {full_name} is not registered with Kiln"));
     let repo = Repo::parse(&full_name).ok_or_else(unknown)?;
     let settings = git.repos.get_repo(&repo).await.map_err(unavailable)?.ok_or_else(unknown)?;
@@ -102,7 +103,8 @@ pub async fn handle(ports: &Ports, req: HookRequest<'_>) -> Result<HookOutcome, 
             names.signature
         )));
     }
-    let event = req.event.ok_or_else(|| WebhookError::BadRequest(format!("missing {} header", names.event)))?;
+    let event =
+        req.event.ok_or_else(|| WebhookError::BadRequest(format!("missing {} header", names.event)))?;
     let delivery = req
         .delivery
         .filter(|d| !d.is_empty())

@@ -31,12 +31,17 @@ fn api_url(provider: Provider, given: Option<&str>) -> ApiResult<String> {
     let url = match given.map(str::trim).filter(|u| !u.is_empty()) {
         Some(u) => u,
         None => provider.default_api_url().ok_or_else(|| {
-            ApiError::bad_request(format!("\"api_url\" is required for {provider} (e.g. https://git.example.com/api/v1)"))
+            ApiError::bad_request(format!(
+                "\"api_url\" is required for {provider} (e.g. https://git.example.com/api/v1)"
+            ))
         })?,
     };
-    let parsed = reqwest::Url::parse(url).map_err(|e| ApiError::bad_request(format!("\"api_url\" {url:?}: {e}")))?;
+    let parsed =
+        reqwest::Url::parse(url).map_err(|e| ApiError::bad_request(format!("\"api_url\" {url:?}: {e}")))?;
     if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() || parsed.query().is_some() {
-        return Err(ApiError::bad_request(format!("\"api_url\" {url:?} must be an http(s) URL without a query")));
+        return Err(ApiError::bad_request(format!(
+            "\"api_url\" {url:?} must be an http(s) URL without a query"
+        )));
     }
     Ok(url.trim_end_matches('/').to_string())
 }
@@ -53,7 +58,9 @@ pub async fn put_repo(
     let secret = check_value(req.webhook_secret.as_bytes())
         .map_err(|e| ApiError::bad_request(format!("\"webhook_secret\": {e}")))?;
     let token = match &req.token {
-        Some(t) => Some(check_value(t.as_bytes()).map_err(|e| ApiError::bad_request(format!("\"token\": {e}")))?),
+        Some(t) => {
+            Some(check_value(t.as_bytes()).map_err(|e| ApiError::bad_request(format!("\"token\": {e}")))?)
+        }
         None => None,
     };
     let (git, store) = (git(&st)?, secrets(&st)?);
@@ -119,8 +126,12 @@ async fn hook(
         body,
     };
     match webhook::handle(&st.ports, req).await {
-        Ok(HookOutcome::Started(id)) => Ok((StatusCode::CREATED, Json(HookAnswer { builds: vec![id], reason: None }))),
-        Ok(HookOutcome::Nothing(why)) => Ok((StatusCode::OK, Json(HookAnswer { builds: Vec::new(), reason: Some(why) }))),
+        Ok(HookOutcome::Started(id)) => {
+            Ok((StatusCode::CREATED, Json(HookAnswer { builds: vec![id], reason: None })))
+        }
+        Ok(HookOutcome::Nothing(why)) => {
+            Ok((StatusCode::OK, Json(HookAnswer { builds: Vec::new(), reason: Some(why) })))
+        }
         Err(WebhookError::Unauthorized(m)) => Err(ApiError::Unauthorized(m)),
         Err(WebhookError::UnknownRepo(m)) => Err(ApiError::NotFound(m)),
         Err(WebhookError::BadRequest(m)) => Err(ApiError::bad_request(m)),

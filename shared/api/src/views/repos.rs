@@ -28,7 +28,10 @@ pub struct RepoRequest {
 /// Never prints the secret or the token.
 impl std::fmt::Debug for RepoRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RepoRequest").field("provider", &self.provider).field("api_url", &self.api_url).finish()
+        f.debug_struct("RepoRequest")
+            .field("provider", &self.provider)
+            .field("api_url", &self.api_url)
+            .finish()
     }
 }
 

@@ -406,7 +406,9 @@ impl Stage<'_> {
         match tokio::time::timeout_at(self.deadline(), work).await {
             Ok(Ok(done)) => Ok(done.to_string()),
             Ok(Err(e)) => Err(format!("checkout of {} at {} failed: {e}", git.repo, git.commit)),
-            Err(_) => Err(format!("checkout of {} at {} ran past the stage's deadline", git.repo, git.commit)),
+            Err(_) => {
+                Err(format!("checkout of {} at {} ran past the stage's deadline", git.repo, git.commit))
+            }
         }
     }
 

@@ -1140,7 +1140,9 @@ fn bad_secret_lists_are_reported_with_positions() {
 #[test]
 fn git_triggers_checkout_and_cancel_superseded() {
     use crate::git::{GitTriggers, RefFilter};
-    let plan = ok("version: \"1\"\non:\n  push: { branches: [main, \"release/*\"], tags: [\"v*\"] }\n  pull_request: { branches: main }\ncancel-superseded: true\nstages:\n  a:\n    checkout: false\n    steps: [{name: s, commands: [x]}]\n");
+    let plan = ok(
+        "version: \"1\"\non:\n  push: { branches: [main, \"release/*\"], tags: [\"v*\"] }\n  pull_request: { branches: main }\ncancel-superseded: true\nstages:\n  a:\n    checkout: false\n    steps: [{name: s, commands: [x]}]\n",
+    );
     let globs = |v: &[&str]| Some(v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
     assert_eq!(
         plan.git,
@@ -1159,7 +1161,9 @@ fn git_triggers_checkout_and_cancel_superseded() {
 
     assert_errors(
         "version: \"1\"\non:\n  - event: coin\nsteps: [{name: s, commands: [x]}]\n",
-        &["3:3: the top-level \"on\" is a map of git events (push, pull_request); triggers on CloudEvents go on a stage"],
+        &[
+            "3:3: the top-level \"on\" is a map of git events (push, pull_request); triggers on CloudEvents go on a stage",
+        ],
     );
     assert_errors(
         "version: \"1\"\non:\n  pushh: {}\n  pull_request: { tags: [v1], branches: [\"\"] }\ncancel-superseded: yes\nsteps: [{name: s, commands: [x], checkout: false}]\n",

@@ -178,7 +178,9 @@ pub fn should_build(triggers: Option<&GitTriggers>, info: &GitInfo) -> Result<()
         GitEvent::Push => match (&info.branch, &info.tag) {
             (Some(b), _) => (triggers.map(|t| &t.push), "branch", b.as_str()),
             (None, Some(t)) => (triggers.map(|t| &t.push), "tag", t.as_str()),
-            (None, None) => return Err(format!("the push of {} is neither a branch nor a tag", info.git_ref)),
+            (None, None) => {
+                return Err(format!("the push of {} is neither a branch nor a tag", info.git_ref));
+            }
         },
         GitEvent::PullRequest => {
             let base = info.base_branch.as_deref().unwrap_or_default();
@@ -188,9 +190,9 @@ pub fn should_build(triggers: Option<&GitTriggers>, info: &GitInfo) -> Result<()
     let event = info.event.as_str();
     match filter {
         // No top-level `on:`: pushes to any branch, and pull requests (tags do not build).
-        None if kind == "tag" => Err(format!(
-            "the pipeline has no top-level `on:`, so pushes of tags (here {name}) do not build"
-        )),
+        None if kind == "tag" => {
+            Err(format!("the pipeline has no top-level `on:`, so pushes of tags (here {name}) do not build"))
+        }
         None => Ok(()),
         Some(None) => Err(format!("the pipeline's `on:` does not list {event}")),
         Some(Some(f)) if f.passes(kind, name) => Ok(()),
@@ -294,7 +296,11 @@ mod tests {
         // Only branches listed: tags do not build; only tags: branches do not.
         let branches_only = GitTriggers { push: Some(filter(Some(&["main"]), None)), pull_request: None };
         assert!(should_build(Some(&branches_only), &push(None, Some("v1"))).is_err());
-        assert!(should_build(Some(&branches_only), &pr("main")).unwrap_err().contains("does not list pull_request"));
+        assert!(
+            should_build(Some(&branches_only), &pr("main"))
+                .unwrap_err()
+                .contains("does not list pull_request")
+        );
         let tags_only = GitTriggers { push: Some(filter(None, Some(&["v*"]))), pull_request: None };
         assert!(should_build(Some(&tags_only), &push(Some("main"), None)).is_err());
         // `push:` with no lists: every branch and tag.

@@ -23,7 +23,9 @@ impl Checker {
         let f = self.fields(entries, "\"on\"", EVENTS);
         Some(GitTriggers {
             push: f.value("push").map(|v| self.ref_filter(v, "push", PUSH_KEYS)),
-            pull_request: f.value("pull_request").map(|v| self.ref_filter(v, "pull_request", PULL_REQUEST_KEYS)),
+            pull_request: f
+                .value("pull_request")
+                .map(|v| self.ref_filter(v, "pull_request", PULL_REQUEST_KEYS)),
         })
     }
 

@@ -6,8 +6,8 @@
 //! services), `triggers` (`on:`), `images`, and `graph` (`needs`, cycles and plan order).
 //! This file holds the pipeline itself and the numbering of steps and services.
 
-mod graph;
 mod git;
+mod graph;
 mod images;
 mod shape;
 mod stages;
