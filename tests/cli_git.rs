@@ -948,3 +948,119 @@ async fn the_fake_host_follows_githubs_shapes() {
     }
     assert_eq!(fake.statuses().iter().map(|s| s.answered).collect::<Vec<_>>(), [500, 201]);
 }
+
+const SUPERSEDE: &str = r#"version: "1"
+cancel-superseded: true
+steps:
+  - name: work
+    commands: ["cat hello.txt", "if [ -f slow ]; then sleep 600; fi"]
+"#;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_newer_push_to_the_branch_cancels_the_older_build() {
+    let g = setup().await;
+    let (slow, fast) = (sha("slow push"), sha("fast push"));
+    g.fake.put_commit(REPO, &slow, pipeline_commit(SUPERSEDE, &slow).file("slow", "1"));
+    g.fake.put_commit(REPO, &fast, pipeline_commit(SUPERSEDE, &fast));
+    let older = push_builds(&g, &delivery(), &push_payload("refs/heads/main", &slow, "slow")).await;
+    // The older build is running its (long) step before the newer push arrives.
+    let started = Instant::now();
+    loop {
+        let b = g.dev.get_json(&format!("/v1/builds/{older}")).await;
+        if b["stages"][0]["steps"][0]["status"] == "running" {
+            break;
+        }
+        assert!(started.elapsed() < HANG, "the older build never ran its step: {b}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A push to another branch supersedes nothing.
+    let other = sha("other branch");
+    g.fake.put_commit(REPO, &other, pipeline_commit(SUPERSEDE, &other));
+    let sibling = push_builds(&g, &delivery(), &push_payload("refs/heads/feature/x", &other, "other")).await;
+    let newer = push_builds(&g, &delivery(), &push_payload("refs/heads/main", &fast, "fast")).await;
+
+    let old = g.dev.wait_ended(&older).await;
+    assert_eq!(old["status"], "canceled", "{old}");
+    assert_eq!(old["reason"], format!("superseded by {newer}"), "{old}");
+    assert_eq!(g.dev.wait_ended(&newer).await["status"], "succeeded");
+    assert_eq!(g.dev.wait_ended(&sibling).await["status"], "succeeded");
+    // The commit shows why: `error`, with the reason.
+    let got = wait_statuses(&g.fake, &slow, |s| ended(s, "kiln")).await;
+    let last = got.iter().rev().find(|s| s.context() == "kiln").unwrap();
+    assert_eq!(last.state(), "error", "{got:#?}");
+    assert_eq!(last.body["description"], format!("superseded by {newer}"), "{got:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signed_gitea_push_builds_and_reports_with_a_gitea_token() {
+    let fake = FakeGit::start(GIT_TOKEN).await;
+    let dev = Dev::start_env(Scratch::new(), &[("KILN_PUBLIC_URL", PUBLIC_URL)]);
+    let body = json!({"provider": "gitea", "api_url": fake.api_url, "webhook_secret": HOOK_SECRET, "token": GIT_TOKEN});
+    let (status, answer) = send(
+        &dev,
+        Method::PUT,
+        &format!("/v1/repos/{REPO}"),
+        Some(TOKEN),
+        &[("content-type", "application/json")],
+        body.to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+    let commit = sha("gitea push");
+    fake.put_commit(
+        REPO,
+        &commit,
+        pipeline_commit(MAIN_ONLY, &commit).executable("tools/greet.sh", "#!/bin/sh\necho hi\n"),
+    );
+    // Shaped like Gitea's documented push payload.
+    let payload = json!({
+        "ref": "refs/heads/main",
+        "before": "0".repeat(40),
+        "after": commit,
+        "compare_url": "",
+        "commits": [{"id": commit, "message": "From Gitea\n", "url": "https://gitea.example/acme/web/commit/x",
+                     "author": {"name": "Gitea User", "email": "u@example.com", "username": "gitea-user"}}],
+        "head_commit": {"id": commit, "message": "From Gitea\n",
+                        "author": {"name": "Gitea User", "email": "u@example.com", "username": "gitea-user"}},
+        "repository": {"id": 1, "owner": {"id": 1, "login": "acme", "username": "acme"}, "name": "web",
+                       "full_name": REPO, "private": true, "default_branch": "main"},
+        "pusher": {"id": 1, "login": "gitea-user", "username": "gitea-user"},
+        "sender": {"id": 1, "login": "gitea-user", "username": "gitea-user"}
+    });
+    let raw = payload.to_string().into_bytes();
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(HOOK_SECRET.as_bytes()).unwrap();
+    mac.update(&raw);
+    let signature = hex::encode(mac.finalize().into_bytes());
+    let id = delivery();
+    let headers = [
+        ("content-type", "application/json"),
+        ("x-gitea-event", "push"),
+        ("x-gitea-delivery", id.as_str()),
+        ("x-gitea-signature", signature.as_str()),
+    ];
+    // A GitHub-style signature header is not Gitea's: refused.
+    let (status, _) = send(&dev, Method::POST, "/v1/hooks/gitea", None, &headers[..3], raw.clone()).await;
+    assert_eq!(status, 401);
+    let (status, answer) = send(&dev, Method::POST, "/v1/hooks/gitea", None, &headers, raw).await;
+    let answer = as_json(&answer);
+    assert_eq!(status, 201, "{answer}");
+    let build_id = answer["builds"][0].as_str().unwrap().to_string();
+    let build = dev.wait_ended(&build_id).await;
+    assert_eq!(build["status"], "succeeded", "{build}");
+    assert_eq!(build["git"]["provider"], "gitea", "{build}");
+    let out = log(&dev, &build_id, "build", "show").await;
+    assert!(out.contains(&format!("hello from {commit}\n")), "{out}");
+    let got = assert_statuses(&fake, &commit, "build", "success").await;
+    assert!(
+        got.iter().all(|s| s.authorization.as_deref() == Some(format!("token {GIT_TOKEN}").as_str())),
+        "{got:#?}"
+    );
+    // The archive came from Gitea's own endpoint, with the token.
+    assert!(
+        fake.requests()
+            .iter()
+            .any(|r| r.uri.contains(&format!("/archive/{commit}.tar.gz")) && r.authorization.is_some()),
+        "{:#?}",
+        fake.requests()
+    );
+}

@@ -309,6 +309,24 @@ async fn api_handler(
                 format!("{}/{owner}/{repo}/legacy.tar.gz/{sha}?token={}", s.codeload_url, s.codeload_key);
             (StatusCode::FOUND, [(header::LOCATION, location)], "").into_response()
         }
+        // Gitea and Forgejo serve the archive themselves: everything under `{repo}/`.
+        (Method::GET, ["repos", owner, repo, "archive", file]) if file.ends_with(".tar.gz") => {
+            if let Some(denied) = check_token(&s, &headers, true) {
+                return denied;
+            }
+            let sha = file.trim_end_matches(".tar.gz");
+            let commit = {
+                let inner = s.inner.lock().unwrap_or_else(|e| e.into_inner());
+                inner.commits.get(&(format!("{owner}/{repo}"), sha.to_string())).cloned()
+            };
+            let Some(commit) = commit else { return not_found() };
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/octet-stream")],
+                tarball(repo, sha, &commit),
+            )
+                .into_response()
+        }
         (Method::POST, ["repos", owner, repo, "statuses", sha]) => {
             if let Some(denied) = check_token(&s, &headers, false) {
                 return denied;
