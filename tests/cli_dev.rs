@@ -1,6 +1,8 @@
 //! `kiln dev` end to end: a real server process, real HTTP, the CLI's client commands.
 
 mod common;
+#[path = "common/fake_git.rs"]
+mod fake_git;
 use common::{HANG, Scratch, release, repo_root, wait_for_file};
 use kiln_core::tokens::TokenSigner;
 use kiln_domain::BuildId;
@@ -425,9 +427,24 @@ impl Recorder<'_> {
         token: Option<&str>,
         body: Vec<u8>,
     ) -> (u16, serde_json::Value) {
+        self.call_with(method, route, url, token, &[], body).await
+    }
+
+    async fn call_with(
+        &mut self,
+        method: reqwest::Method,
+        route: &str,
+        url: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> (u16, serde_json::Value) {
         let mut req = self.dev.http().request(method.clone(), format!("{}{url}", self.dev.url)).body(body);
         if let Some(t) = token {
             req = req.bearer_auth(t);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
         }
         let resp = req.send().await.unwrap();
         let status = resp.status().as_u16();
@@ -604,6 +621,46 @@ async fn real_responses_validate_against_the_document() {
         r.call(Method::GET, logs, &format!("/v1/builds/{running}/logs"), Some(TOKEN), vec![]).await.0,
         200
     );
+
+    // Repositories and webhooks, against a fake host that serves the commit's pipeline.
+    let fake = fake_git::FakeGit::start("host-token-1234").await;
+    let commit = "c0ffee".repeat(7)[..40].to_string();
+    let pipeline = "version: \"1\"\nsteps:\n  - name: s\n    commands: [\"true\"]\n";
+    fake.put_commit("acme/web", &commit, fake_git::Commit::new().file(".kiln.yml", pipeline));
+    let repo_route = "/v1/repos/{org}/{repo}";
+    for (provider, bad) in [("github", "{\"provider\": \"svn\"}"), ("gitea", "{\"provider\": \"gitea\"}")] {
+        let url = "/v1/repos/acme/web";
+        assert_eq!(r.call(Method::PUT, repo_route, url, Some(TOKEN), bad.as_bytes().to_vec()).await.0, 400);
+        let body = serde_json::json!({"provider": provider, "api_url": fake.api_url, "webhook_secret": "hook-secret", "token": "host-token-1234"});
+        let (status, view) =
+            r.call(Method::PUT, repo_route, url, Some(TOKEN), body.to_string().into_bytes()).await;
+        assert_eq!(status, 200, "{view}");
+        let push = serde_json::json!({"ref": "refs/heads/main", "after": commit, "before": "0".repeat(40),
+            "repository": {"full_name": "acme/web"}, "head_commit": {"id": commit, "message": "m"}});
+        let raw = push.to_string().into_bytes();
+        let names = kiln_domain::git::hook::headers(provider.parse().unwrap());
+        let signature = kiln_domain::git::hook::sign(provider.parse().unwrap(), b"hook-secret", &raw);
+        let delivery = format!("delivery-{provider}");
+        let hook = format!("/v1/hooks/{provider}");
+        let headers = [
+            (names.event, "push"),
+            (names.delivery, delivery.as_str()),
+            ("content-type", "application/json"),
+        ];
+        assert_eq!(r.call_with(Method::POST, &hook, &hook, None, &headers, raw.clone()).await.0, 401);
+        let mut signed = headers.to_vec();
+        signed.push((names.signature, signature.as_str()));
+        let (status, answer) = r.call_with(Method::POST, &hook, &hook, None, &signed, raw.clone()).await;
+        assert_eq!(status, 201, "{answer}");
+        // Redelivered: nothing new, and why.
+        let (status, again) = r.call_with(Method::POST, &hook, &hook, None, &signed, raw).await;
+        assert_eq!((status, again["builds"].as_array().map(Vec::len)), (200, Some(0)), "{again}");
+    }
+    let (status, one) = r.call(Method::GET, repo_route, "/v1/repos/acme/web", Some(TOKEN), vec![]).await;
+    assert_eq!((status, one["provider"].as_str()), (200, Some("gitea")), "{one}");
+    assert_eq!(r.call(Method::GET, repo_route, "/v1/repos/acme/none", Some(TOKEN), vec![]).await.0, 404);
+    let (status, all) = r.call(Method::GET, "/v1/repos", "/v1/repos", Some(TOKEN), vec![]).await;
+    assert_eq!((status, all["repos"].as_array().map(Vec::len)), (200, Some(1)), "{all}");
 
     // Every answer's status is one the document lists for its route, with a JSON body.
     for s in &r.seen {

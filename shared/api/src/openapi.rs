@@ -42,6 +42,12 @@ pub fn document(routes: &[Route]) -> Value {
         if let Some(c) = content(body, &mut schemas) {
             ok["content"] = c;
         }
+        // A webhook that starts nothing still succeeded: 200, the same body with a reason.
+        if r.access == Access::Signed {
+            let mut none = ok.clone();
+            none["description"] = json!("nothing started: the answer's reason says why");
+            responses.insert("200".to_string(), none);
+        }
         responses.insert(status.to_string(), ok);
         for (status, description) in r.errors {
             responses.insert(status.to_string(), error_response(description, &error));

@@ -50,6 +50,8 @@ async fn a_runner_whose_lease_was_taken_stops_its_steps_and_reports_nothing_more
         images: vec![],
         timeout_ms: 600_000,
         stages: vec![job.plan.clone()],
+        git: None,
+        cancel_superseded: false,
     };
     state.create_build(&Build::new(job.build.clone(), job.repo.clone(), plan, 0)).await.unwrap();
     let jobs = Arc::new(LocalQueue::new(QueueOptions::standard(Duration::from_secs(30))));

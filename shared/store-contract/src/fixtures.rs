@@ -30,6 +30,7 @@ pub fn sample_plan() -> Plan {
             .collect(),
         services: Vec::new(),
         triggers: Vec::new(),
+        checkout: true,
     };
     Plan {
         version: "1".to_string(),
@@ -40,6 +41,8 @@ pub fn sample_plan() -> Plan {
         ],
         images: Vec::new(),
         timeout_ms: DEFAULT_BUILD_TIMEOUT_MS,
+        git: None,
+        cancel_superseded: false,
     }
 }
 

@@ -220,6 +220,7 @@ pub fn job(stage: &str, steps: Vec<StepPlan>) -> Job {
             steps,
             services: vec![],
             triggers: vec![],
+            checkout: true,
         },
         env: BTreeMap::new(),
         trigger_event: None,
