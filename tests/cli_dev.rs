@@ -1,6 +1,8 @@
 //! `kiln dev` end to end: a real server process, real HTTP, the CLI's client commands.
 
 mod common;
+// Only part of the fake host is used here.
+#[allow(dead_code)]
 #[path = "common/fake_git.rs"]
 mod fake_git;
 use common::{HANG, Scratch, release, repo_root, wait_for_file};
