@@ -120,15 +120,24 @@ impl Notifier {
                     target_url: Some(self.link(&build)),
                     description: Some(description),
                 };
-                if let Err(e) = host.post_status(&git.repo, &git.commit, &status).await {
-                    // Given back, so the redelivered request posts it (and what follows).
-                    let _ = self.repos.release(&key).await;
-                    return Err(HandleError::Retry(format!(
-                        "status {context} {} of build {} on {}: {e}",
-                        state_name(state),
-                        build.id,
-                        provider_name(git.provider)
-                    )));
+                match host.post_status(&git.repo, &git.commit, &status).await {
+                    Ok(()) => {}
+                    Err(e) if e.is_transient() => {
+                        // Given back, so the redelivered request posts it (and what follows).
+                        let _ = self.repos.release(&key).await;
+                        return Err(HandleError::Retry(format!(
+                            "status {context} {} of build {} on {}: {e}",
+                            state_name(state),
+                            build.id,
+                            provider_name(git.provider)
+                        )));
+                    }
+                    // The host refused it (a bad token, a repository it does not know):
+                    // asking again will not help. Logged; the build is not touched.
+                    Err(e) => {
+                        tracing::error!(build = %build.id, %context, error = %e, "commit status refused by the host");
+                        continue;
+                    }
                 }
                 tracing::info!(build = %build.id, %context, state = state_name(state), "commit status posted");
             }
