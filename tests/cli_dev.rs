@@ -5,122 +5,16 @@ mod common;
 #[allow(dead_code)]
 #[path = "common/fake_git.rs"]
 mod fake_git;
+use common::dev::{Dev, SIGNING_KEY, TOKEN};
 use common::{HANG, Scratch, release, repo_root, wait_for_file};
 use kiln_core::tokens::TokenSigner;
 use kiln_domain::BuildId;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-const TOKEN: &str = "test-admin-token";
-const SIGNING_KEY: &str = "test-signing-key";
-
-/// A `kiln dev` process on a free port; stopped when dropped.
-struct Dev {
-    child: Child,
-    url: String,
-    scratch: Scratch,
-}
-
-impl Dev {
-    fn start() -> Self {
-        let scratch = Scratch::new();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
-            .args(["dev", "--addr", "127.0.0.1:0", "--data-dir"])
-            .arg(scratch.data_dir())
-            .env("KILN_TOKEN", TOKEN)
-            .env("KILN_SIGNING_KEY", SIGNING_KEY)
-            // The local secret store's key: in the scratch dir, never the user's home.
-            .env("KILN_SECRETS_KEY_FILE", scratch.dir.path().join("keys/secrets.key"))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start kiln dev");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let url = line
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
-            .unwrap_or_else(|| panic!("no address in {line:?}"))
-            .to_string();
-        Dev { child, url, scratch }
-    }
-
-    fn kiln(&self, args: &[&str]) -> std::process::Output {
-        Command::new(env!("CARGO_BIN_EXE_kiln"))
-            .args(args)
-            .env("KILN_API", &self.url)
-            .env("KILN_TOKEN", TOKEN)
-            .current_dir(repo_root())
-            .output()
-            .unwrap()
-    }
-
-    fn http(&self) -> reqwest::Client {
-        reqwest::Client::new()
-    }
-
-    async fn get(&self, path: &str, token: Option<&str>) -> (u16, Vec<u8>) {
-        let mut req = self.http().get(format!("{}{path}", self.url));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        let resp = req.send().await.unwrap();
-        (resp.status().as_u16(), resp.bytes().await.unwrap().to_vec())
-    }
-
-    async fn post(&self, path: &str, token: Option<&str>, body: Vec<u8>) -> (u16, serde_json::Value) {
-        let mut req = self.http().post(format!("{}{path}", self.url)).body(body);
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        (status, resp.json().await.unwrap_or(serde_json::Value::Null))
-    }
-
-    async fn submit(&self, yaml: &str) -> String {
-        let (status, body) =
-            self.post("/v1/repos/acme/web/builds", Some(TOKEN), yaml.as_bytes().to_vec()).await;
-        assert_eq!(status, 201, "{body}");
-        body["id"].as_str().unwrap().to_string()
-    }
-
-    async fn build(&self, id: &str) -> serde_json::Value {
-        let (status, body) = self.get(&format!("/v1/builds/{id}"), Some(TOKEN)).await;
-        assert_eq!(status, 200);
-        serde_json::from_slice(&body).unwrap()
-    }
-
-    async fn wait_ended(&self, id: &str) -> serde_json::Value {
-        let started = Instant::now();
-        loop {
-            let b = self.build(id).await;
-            if !matches!(b["status"].as_str(), Some("pending" | "running")) {
-                return b;
-            }
-            assert!(started.elapsed() < HANG, "build {id} did not end: {b}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        // SAFETY: sending a signal to our own child.
-        unsafe { libc_kill(self.child.id() as i32, 15) };
-        let _ = self.child.wait();
-    }
-}
-
-unsafe extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn submit_follow_and_the_followed_bytes_equal_the_stored_log() {
-    let dev = Dev::start();
+    let dev = Dev::start(Scratch::new());
     let p = dev.scratch.pipeline(
         "p.yml",
         r#"version: "1"
@@ -141,7 +35,7 @@ steps:
     assert_eq!(b["status"], "succeeded", "{b}");
     assert_eq!(followed.stdout, b"line 1\nline 2\nline 3\nline 4\nline 5\nno newline");
     // The stored log, read back whole.
-    let (status, stored) = dev.get(&format!("/v1/builds/{id}/logs/default/talk"), Some(TOKEN)).await;
+    let (status, stored) = dev.get_as(&format!("/v1/builds/{id}/logs/default/talk"), Some(TOKEN)).await;
     assert_eq!(status, 200);
     assert_eq!(stored, followed.stdout);
     // `kiln status --api` sees the same build.
@@ -159,7 +53,7 @@ steps:
 /// line while the step runs. (How soon: the benchmark's log latency figures.)
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tailing_client_gets_a_printed_line_while_the_step_runs() {
-    let dev = Dev::start();
+    let dev = Dev::start(Scratch::new());
     let gate = dev.scratch.shared_dir().join("line-seen");
     let id = dev
         .submit(&format!(
@@ -202,41 +96,45 @@ steps:
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tokens_and_errors() {
-    let dev = Dev::start();
+    let dev = Dev::start(Scratch::new());
     // health needs no token; everything else does
-    assert_eq!(dev.get("/healthz", None).await.0, 200);
-    assert_eq!(dev.get("/v1/builds/x", None).await.0, 401);
-    assert_eq!(dev.get("/v1/builds/x", Some("wrong")).await.0, 401);
-    assert_eq!(dev.get("/v1/builds/x", Some(TOKEN)).await.0, 404);
+    assert_eq!(dev.get_as("/healthz", None).await.0, 200);
+    assert_eq!(dev.get_as("/v1/builds/x", None).await.0, 401);
+    assert_eq!(dev.get_as("/v1/builds/x", Some("wrong")).await.0, 401);
+    assert_eq!(dev.get_as("/v1/builds/x", Some(TOKEN)).await.0, 404);
     // a runner token works only for its own build, and only on runner routes
     let a = dev.submit("version: \"1\"\nsteps:\n  - name: a\n    commands: [\"true\"]\n").await;
     let b = dev.submit("version: \"1\"\nsteps:\n  - name: b\n    commands: [\"true\"]\n").await;
     let signer = TokenSigner::new(SIGNING_KEY.as_bytes().to_vec());
     let runner_a = signer.sign(&BuildId::new(&a), u64::MAX);
     assert_eq!(
-        dev.post(&format!("/v1/builds/{a}/ingest/heartbeat?stage=default"), Some(&runner_a), vec![]).await.0,
+        dev.post_as(&format!("/v1/builds/{a}/ingest/heartbeat?stage=default"), Some(&runner_a), vec![])
+            .await
+            .0,
         200
     );
     let (status, body) =
-        dev.post(&format!("/v1/builds/{b}/ingest/heartbeat?stage=default"), Some(&runner_a), vec![]).await;
+        dev.post_as(&format!("/v1/builds/{b}/ingest/heartbeat?stage=default"), Some(&runner_a), vec![]).await;
     assert_eq!(status, 403, "{body}");
     let (status, _) = dev
-        .post(
+        .post_as(
             &format!("/v1/builds/{b}/ingest/logs?stream=step/0001/default/b/1&offset=0"),
             Some(&runner_a),
             b"x".to_vec(),
         )
         .await;
     assert_eq!(status, 403);
-    assert_eq!(dev.get(&format!("/v1/builds/{a}"), Some(&runner_a)).await.0, 403);
+    assert_eq!(dev.get_as(&format!("/v1/builds/{a}"), Some(&runner_a)).await.0, 403);
     let expired = signer.sign(&BuildId::new(&a), 1);
     assert_eq!(
-        dev.post(&format!("/v1/builds/{a}/ingest/heartbeat?stage=default"), Some(&expired), vec![]).await.0,
+        dev.post_as(&format!("/v1/builds/{a}/ingest/heartbeat?stage=default"), Some(&expired), vec![])
+            .await
+            .0,
         401
     );
     // a broken pipeline: 400 with every error and its line and column
     let (status, body) = dev
-        .post(
+        .post_as(
             "/v1/repos/acme/web/builds",
             Some(TOKEN),
             b"version: \"1\"\nsteps:\n  - name: x\n    comands: [a]\n".to_vec(),
@@ -247,16 +145,17 @@ async fn tokens_and_errors() {
     assert_eq!((d["line"].as_u64(), d["column"].as_u64()), (Some(4), Some(5)), "{body}");
     assert!(d["message"].as_str().unwrap().contains("did you mean \"commands\""));
     // an oversized body: 413
-    let (status, _) = dev.post("/v1/repos/acme/web/builds", Some(TOKEN), vec![b'#'; 2 * 1024 * 1024]).await;
+    let (status, _) =
+        dev.post_as("/v1/repos/acme/web/builds", Some(TOKEN), vec![b'#'; 2 * 1024 * 1024]).await;
     assert_eq!(status, 413);
     // bad repository name, unknown build for cancel
-    assert_eq!(dev.post("/v1/repos/ac%20me/web/builds", Some(TOKEN), b"x".to_vec()).await.0, 400);
-    assert_eq!(dev.post("/v1/builds/nope/cancel", Some(TOKEN), vec![]).await.0, 404);
+    assert_eq!(dev.post_as("/v1/repos/ac%20me/web/builds", Some(TOKEN), b"x".to_vec()).await.0, 400);
+    assert_eq!(dev.post_as("/v1/builds/nope/cancel", Some(TOKEN), vec![]).await.0, 404);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn cancel_stops_a_sleeping_step_and_its_process() {
-    let dev = Dev::start();
+    let dev = Dev::start(Scratch::new());
     let pid_file = dev.scratch.shared_dir().join("pid");
     let id = dev
         .submit(&format!(
@@ -294,13 +193,13 @@ async fn cancel_stops_a_sleeping_step_and_its_process() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     eprintln!("canceled and process gone after {:?}", asked.elapsed());
-    assert_eq!(dev.post(&format!("/v1/builds/{id}/cancel"), Some(TOKEN), vec![]).await.0, 409);
+    assert_eq!(dev.post_as(&format!("/v1/builds/{id}/cancel"), Some(TOKEN), vec![]).await.0, 409);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_openapi_document_lists_and_routes_every_route() {
-    let dev = Dev::start();
-    let (status, body) = dev.get("/v1/openapi.json", Some(TOKEN)).await;
+    let dev = Dev::start(Scratch::new());
+    let (status, body) = dev.get_as("/v1/openapi.json", Some(TOKEN)).await;
     assert_eq!(status, 200);
     let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(doc["openapi"], "3.1.0");
@@ -342,8 +241,8 @@ fn validator_python() -> std::path::PathBuf {
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "needs the OpenAPI validator (scripts/tools.sh installs it; scripts/test.sh runs ignored tests)"]
 async fn the_openapi_document_passes_a_real_validator() {
-    let dev = Dev::start();
-    let (status, body) = dev.get("/v1/openapi.json", Some(TOKEN)).await;
+    let dev = Dev::start(Scratch::new());
+    let (status, body) = dev.get_as("/v1/openapi.json", Some(TOKEN)).await;
     assert_eq!(status, 200);
     let file = dev.scratch.dir.path().join("openapi.json");
     std::fs::write(&file, &body).unwrap();
@@ -359,7 +258,7 @@ async fn the_openapi_document_passes_a_real_validator() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_image_catalog_over_http_and_build_missing() {
-    let dev = Dev::start();
+    let dev = Dev::start(Scratch::new());
     let yaml = std::fs::read_to_string(repo_root().join("examples/images.yml")).unwrap();
     let first = dev.submit(&yaml).await;
     assert_eq!(dev.wait_ended(&first).await["status"], "failed");
@@ -372,7 +271,7 @@ async fn the_image_catalog_over_http_and_build_missing() {
             .cloned()
             .unwrap()
     };
-    let (status, body) = dev.get("/v1/images", Some(TOKEN)).await;
+    let (status, body) = dev.get_as("/v1/images", Some(TOKEN)).await;
     assert_eq!(status, 200);
     let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(cell(&doc, "aws")["status"], "complete");
@@ -380,22 +279,22 @@ async fn the_image_catalog_over_http_and_build_missing() {
     assert_eq!(cell(&doc, "azure")["status"], "failed");
     assert!(cell(&doc, "azure")["error"].as_str().unwrap().contains("quota exceeded"));
     // build what is missing: azure only
-    let (status, body) = dev.post("/v1/images/base-os/builds", Some(TOKEN), vec![]).await;
+    let (status, body) = dev.post_as("/v1/images/base-os/builds", Some(TOKEN), vec![]).await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["providers"], serde_json::json!(["azure"]));
     let second = body["id"].as_str().unwrap().to_string();
     assert_eq!(dev.wait_ended(&second).await["status"], "succeeded");
-    let (_, body) = dev.get("/v1/images", Some(TOKEN)).await;
+    let (_, body) = dev.get_as("/v1/images", Some(TOKEN)).await;
     let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
     for p in ["aws", "gcp", "azure"] {
         assert_eq!(cell(&doc, p)["status"], "complete", "{p}: {doc}");
         assert_eq!(cell(&doc, p)["percent"], 100);
     }
     // nothing missing now: 409; unknown image: 404; unknown provider: 400
-    assert_eq!(dev.post("/v1/images/base-os/builds", Some(TOKEN), vec![]).await.0, 409);
-    assert_eq!(dev.post("/v1/images/nope/builds", Some(TOKEN), vec![]).await.0, 404);
+    assert_eq!(dev.post_as("/v1/images/base-os/builds", Some(TOKEN), vec![]).await.0, 409);
+    assert_eq!(dev.post_as("/v1/images/nope/builds", Some(TOKEN), vec![]).await.0, 404);
     let (status, _) =
-        dev.post("/v1/images/base-os/builds", Some(TOKEN), br#"{"providers":["mars"]}"#.to_vec()).await;
+        dev.post_as("/v1/images/base-os/builds", Some(TOKEN), br#"{"providers":["mars"]}"#.to_vec()).await;
     assert_eq!(status, 400);
     // the CLI prints the matrix from the API
     let out = dev.kiln(&["images"]);
@@ -492,7 +391,7 @@ if bad:
 #[ignore = "needs the OpenAPI validator (scripts/tools.sh installs it; scripts/test.sh runs ignored tests)"]
 async fn real_responses_validate_against_the_document() {
     use reqwest::Method;
-    let dev = Dev::start();
+    let dev = Dev::start(Scratch::new());
     let mut r = Recorder { dev: &dev, seen: Vec::new() };
     let signer = TokenSigner::new(SIGNING_KEY.as_bytes().to_vec());
     let builds = "/v1/repos/{org}/{repo}/builds";

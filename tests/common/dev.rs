@@ -62,6 +62,35 @@ impl Dev {
         (resp.status().as_u16(), resp.bytes().await.unwrap().to_vec())
     }
 
+    pub fn http(&self) -> reqwest::Client {
+        reqwest::Client::new()
+    }
+
+    /// GET with this token (or none): the status and the body.
+    pub async fn get_as(&self, path: &str, token: Option<&str>) -> (u16, Vec<u8>) {
+        let mut req = self.http().get(format!("{}{path}", self.url));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.unwrap();
+        (resp.status().as_u16(), resp.bytes().await.unwrap().to_vec())
+    }
+
+    /// POST with this token (or none): the status and the JSON body (null if not JSON).
+    pub async fn post_as(&self, path: &str, token: Option<&str>, body: Vec<u8>) -> (u16, serde_json::Value) {
+        let mut req = self.http().post(format!("{}{path}", self.url)).body(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    pub async fn build(&self, id: &str) -> serde_json::Value {
+        self.get_json(&format!("/v1/builds/{id}")).await
+    }
+
     /// GET with the admin token; panics unless 200.
     pub async fn get(&self, path: &str) -> Vec<u8> {
         let (status, body) = self.call(reqwest::Method::GET, path, TOKEN, vec![]).await;

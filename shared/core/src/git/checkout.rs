@@ -229,17 +229,8 @@ fn shown(url: &Url) -> String {
     url.to_string()
 }
 
-/// reqwest's own message is terse ("error sending request"); the cause chain says why.
 fn request_error(url: &Url, e: reqwest::Error) -> CheckoutError {
-    let e = e.without_url();
-    let mut message = e.to_string();
-    let mut cause = std::error::Error::source(&e);
-    while let Some(c) = cause {
-        message.push_str(": ");
-        message.push_str(&c.to_string());
-        cause = c.source();
-    }
-    CheckoutError::Request { url: shown(url), message }
+    CheckoutError::Request { url: shown(url), message: super::error_chain(e) }
 }
 
 /// The downloaded archive is removed however the checkout ends.

@@ -239,7 +239,7 @@ impl GitHost {
                     }
                     return Err(HostError::Request {
                         what: what.to_string(),
-                        message: scrub(&error_chain(e), self.token.as_deref()),
+                        message: scrub(&super::error_chain(e), self.token.as_deref()),
                     });
                 }
             }
@@ -407,7 +407,7 @@ async fn read_capped(
             Err(e) => {
                 return Err(HostError::Request {
                     what: what.to_string(),
-                    message: scrub(&error_chain(e), token),
+                    message: scrub(&super::error_chain(e), token),
                 });
             }
         }
@@ -424,18 +424,6 @@ async fn error_message(response: Response, token: Option<&str>) -> String {
     scrub(&truncate_chars(&text, 300), token)
 }
 
-/// reqwest's own message is terse ("error sending request"); the cause chain says why.
-fn error_chain(e: reqwest::Error) -> String {
-    let e = e.without_url();
-    let mut message = e.to_string();
-    let mut cause = std::error::Error::source(&e);
-    while let Some(c) = cause {
-        message.push_str(": ");
-        message.push_str(&c.to_string());
-        cause = c.source();
-    }
-    message
-}
 
 /// Hosts do not echo tokens, but an error message must not carry one even if one did.
 fn scrub(message: &str, token: Option<&str>) -> String {
