@@ -33,6 +33,7 @@ fn local_ports(dir: &std::path::Path) -> Ports {
         dispatch: queue(false),
         jobs: queue(false),
         secrets: None,
+        git: None,
     }
 }
 

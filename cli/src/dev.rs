@@ -47,6 +47,7 @@ async fn ports(backend: Backend, data_dir: &Path) -> Result<(Ports, Option<Arc<d
                 dispatch: aws.dispatch,
                 jobs: aws.jobs,
                 secrets: Some(aws.secrets),
+                git: None,
             };
             (ports, dlq)
         }
@@ -126,6 +127,13 @@ pub async fn dev(addr: &str, token: Option<String>, data_dir: &Path, backend: Ba
         _ => TokenSigner::random(),
     };
     let base = format!("http://{local}");
+    // Commit statuses link to the build's page: KILN_PUBLIC_URL when the API is reached
+    // by another name (a proxy, a tunnel), else this address.
+    let public_url = std::env::var("KILN_PUBLIC_URL").ok().filter(|u| !u.is_empty()).unwrap_or(base.clone());
+    let mut ports = ports;
+    if let Some(git) = ports.git.as_mut() {
+        git.public_url = public_url;
+    }
     let mut config = SystemConfig::new(data_dir.join("workspaces"));
     config.signer = Some(signer.clone());
     // Steps get an empty environment plus what KILN_PASS_ENV names; as "nobody" when root.

@@ -2,7 +2,7 @@
 
 use crate::lines::StreamTail;
 use crate::render;
-use kiln_core::system::Ports;
+use kiln_core::system::{GitPorts, Ports};
 use kiln_domain::BuildId;
 use kiln_domain::Repo;
 use kiln_domain::logs::LogStream;
@@ -10,8 +10,8 @@ use kiln_domain::secret::SecretName;
 use kiln_store::{LogStore, Queue, SecretInfo, SecretStore, SecretStoreError};
 use kiln_store_local::sqlite::OpenError;
 use kiln_store_local::{
-    LocalLogStore, LocalSecretStore, SqliteDb, SqliteQueue, SqliteQueueOptions, SqliteStateStore,
-    key_path_from,
+    LocalLogStore, LocalSecretStore, SqliteDb, SqliteQueue, SqliteQueueOptions, SqliteRepoStore,
+    SqliteStateStore, key_path_from,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -42,7 +42,8 @@ pub fn open_local(data_dir: &Path) -> Result<Local, OpenError> {
 /// `kiln run` shares the data dir's state with a running `kiln dev`, but neither runs the
 /// other's jobs (which would carry the other's tokens and `--pass-env` choices).
 pub fn open_private(data_dir: &Path, tag: &str) -> Result<Ports, OpenError> {
-    Ok(open_queues(data_dir, &format!("{tag}-"))?.ports)
+    // No webhooks reach `kiln run`: its builds are not of git commits.
+    Ok(Ports { git: None, ..open_queues(data_dir, &format!("{tag}-"))?.ports })
 }
 
 fn open_queues(data_dir: &Path, prefix: &str) -> Result<Local, OpenError> {
@@ -64,6 +65,12 @@ fn open_queues(data_dir: &Path, prefix: &str) -> Result<Local, OpenError> {
             dispatch: queue(SqliteQueueOptions::standard(name("dispatch"), quick)),
             jobs: queue(jobs),
             secrets: Some(Arc::new(LazySecrets::new(data_dir))),
+            // `kiln dev` sets the public URL once it knows its address.
+            git: Some(GitPorts {
+                repos: Arc::new(SqliteRepoStore::new(db.clone())),
+                notify: queue(SqliteQueueOptions::fifo(name("notify"), quick)),
+                public_url: String::new(),
+            }),
         },
         dead_jobs: queue(SqliteQueueOptions::standard(name("jobs-dlq"), Duration::from_secs(30))),
     })

@@ -6,6 +6,7 @@ mod lines;
 mod local;
 mod remote;
 mod render;
+mod repos;
 mod run;
 mod secrets;
 
@@ -59,7 +60,7 @@ enum Command {
         #[arg(long, env = "KILN_TOKEN", hide_env_values = true)]
         token: Option<String>,
         /// Read the admin token from this file (wins over --token and KILN_TOKEN).
-        #[arg(long, env = "KILN_TOKEN_FILE", value_name = "PATH", value_parser = read_token_file)]
+        #[arg(long, env = "KILN_TOKEN_FILE", value_name = "PATH", value_parser = read_token_file, global = true)]
         token_file: Option<String>,
         #[arg(long, default_value = ".kiln", env = "KILN_DATA_DIR")]
         data_dir: PathBuf,
@@ -141,6 +142,14 @@ enum Command {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Repositories whose pushes and pull requests start builds (webhooks): register one,
+    /// list them. Needs --api.
+    Repos {
+        #[command(subcommand)]
+        action: ReposAction,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Cancel a running build. Needs --api.
     Cancel {
         build: String,
@@ -160,6 +169,30 @@ enum Command {
         source: String,
         #[command(flatten)]
         api: ApiArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReposAction {
+    /// Register a repository (or change it). The webhook secret and the host token come
+    /// from KILN_WEBHOOK_SECRET and KILN_GIT_TOKEN, or else from stdin: the secret on the
+    /// first line, the token on the second.
+    Add {
+        /// org/repo, as the host names it
+        repo: String,
+        /// github, or gitea (also Forgejo)
+        #[arg(long, default_value = "github")]
+        provider: String,
+        /// The host's API root (default https://api.github.com for GitHub).
+        #[arg(long)]
+        api_url: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The registered repositories: name, provider, API root.
+    List {
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -200,11 +233,11 @@ enum ImagesAction {
 #[derive(Args, Clone)]
 struct ApiArgs {
     /// The API's base URL, e.g. http://127.0.0.1:8080. Without it, commands read the data dir.
-    #[arg(long = "api", env = "KILN_API")]
+    #[arg(long = "api", env = "KILN_API", global = true)]
     url: Option<String>,
     /// The API token. Prefer KILN_TOKEN or --token-file: a command line is visible to
     /// every process of the machine.
-    #[arg(long, env = "KILN_TOKEN", hide_env_values = true)]
+    #[arg(long, env = "KILN_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
     /// Read the API token from this file (wins over --token and KILN_TOKEN).
     #[arg(long, env = "KILN_TOKEN_FILE", value_name = "PATH", value_parser = read_token_file)]
@@ -302,6 +335,15 @@ fn main() -> ExitCode {
                     secrets::list(api.client(), &data_dir, &repo, json).await
                 }
                 SecretsAction::Rm { repo, name } => secrets::rm(api.client(), &data_dir, &repo, &name).await,
+            },
+            Command::Repos { action, api } => match api.require("repos") {
+                Ok(c) => match action {
+                    ReposAction::Add { repo, provider, api_url, json } => {
+                        repos::add(&c, &repo, &provider, api_url, json).await
+                    }
+                    ReposAction::List { json } => repos::list(&c, json).await,
+                },
+                Err(code) => code,
             },
             Command::Cancel { build, api } => match api.require("cancel") {
                 Ok(c) => remote::cancel(&c, &build).await,

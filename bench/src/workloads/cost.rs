@@ -33,6 +33,7 @@ pub async fn cost(b: &Backend, p: &Params) -> Res<Value> {
         dispatch: q(&inner.dispatch, "dispatch", false),
         jobs: q(&inner.jobs, "jobs", false),
         secrets: None,
+        git: None,
     };
     let sinks = Arc::new(CountingSinks {
         logs: Arc::new(Ingest { logs: ports.logs.clone(), state: ports.state.clone() }),

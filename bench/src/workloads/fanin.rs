@@ -129,7 +129,7 @@ pub async fn fanin(b: &Backend, p: &Params) -> Res<Value> {
         let t = Instant::now();
         for (_, list) in &evs {
             for e in list {
-                handle_event(state, scratch.as_ref(), e).await.map_err(|e| format!("fan-in: {e:?}"))?;
+                handle_event(state, scratch.as_ref(), None, e).await.map_err(|e| format!("fan-in: {e:?}"))?;
                 events += 1;
             }
         }

@@ -101,6 +101,7 @@ impl Backend {
             dispatch: queue(SqliteQueueOptions::standard("dispatch", vis)),
             jobs: queue(SqliteQueueOptions::standard("jobs", vis)),
             secrets: None,
+            git: None,
         })
     }
 
@@ -121,6 +122,7 @@ async fn aws_ports() -> Res<Ports> {
         dispatch: b.dispatch,
         jobs: b.jobs,
         secrets: Some(b.secrets),
+        git: None,
     })
 }
 

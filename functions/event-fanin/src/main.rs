@@ -48,7 +48,13 @@ async fn main() -> Result<(), Error> {
                 async move {
                     let event: CloudEvent = serde_json::from_str(&msg.body)
                         .map_err(|e| HandleError::Drop(format!("bad event: {e}")))?;
-                    handle_event(ports.state.as_ref(), ports.dispatch.as_ref(), &event).await
+                    handle_event(
+                        ports.state.as_ref(),
+                        ports.dispatch.as_ref(),
+                        ports.git.as_ref().map(|g| g.notify.as_ref()),
+                        &event,
+                    )
+                    .await
                 }
             })
             .await;

@@ -6,11 +6,12 @@ use crate::AppState;
 use crate::auth::{Auth, Caller};
 use crate::error::ApiError;
 use crate::route::Access;
-use axum::extract::{Path, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::MethodRouter;
 use kiln_domain::BuildId;
+use kiln_domain::git::hook::MAX_HOOK_BYTES;
 use std::collections::HashMap;
 
 /// `method_router` behind the check for `access`.
@@ -21,6 +22,7 @@ pub fn guard(
 ) -> MethodRouter<AppState> {
     match access {
         Access::Open => method_router,
+        Access::Signed => method_router.layer(DefaultBodyLimit::max(MAX_HOOK_BYTES)),
         Access::Admin => method_router.layer(middleware::from_fn_with_state(state.clone(), admin)),
         Access::BuildWriter => {
             method_router.layer(middleware::from_fn_with_state(state.clone(), build_writer))

@@ -55,7 +55,7 @@ impl Auth {
             (Access::BuildRunner, Caller::Admin) => {
                 Err(forbidden("only the build's runner may use this route, not an admin token"))
             }
-            (Access::Open, _) | (_, Caller::Admin) => Ok(()),
+            (Access::Open | Access::Signed, _) | (_, Caller::Admin) => Ok(()),
             (Access::Admin, Caller::Runner(_)) => Err(forbidden("a runner token cannot use this route")),
             (Access::BuildWriter | Access::BuildRunner, Caller::Runner(b)) => match build {
                 Some(build) if build == b => Ok(()),

@@ -3,8 +3,8 @@
 
 use crate::views::{
     Accepted, BuildList, BuildMissingAnswer, BuildMissingRequest, BuildView, CancelAnswer, CloudEventView,
-    ErrorBody, ErrorDetail, EventPage, ImageDetailView, ImageList, IngestAnswer, LogList, RunnerSecrets,
-    SecretList, Submitted,
+    ErrorBody, ErrorDetail, EventPage, ImageDetailView, ImageList, IngestAnswer, LogList, RepoList,
+    RepoRequest, RepoView, RunnerSecrets, SecretList, Submitted,
 };
 use async_trait::async_trait;
 use kiln_core::job::Job;
@@ -63,6 +63,11 @@ impl ApiClient {
             .build()
             .unwrap_or_default();
         Self { base: base.trim_end_matches('/').to_string(), token: token.to_string(), http }
+    }
+
+    /// The API's base URL, as given.
+    pub fn base(&self) -> &str {
+        &self.base
     }
 
     fn url(&self, path: &str) -> String {
@@ -168,6 +173,14 @@ impl ApiClient {
         Ok(())
     }
 
+    pub async fn put_repo(&self, org: &str, repo: &str, req: &RepoRequest) -> Result<RepoView, ClientError> {
+        self.json(self.http.put(self.url(&format!("/v1/repos/{org}/{repo}"))).json(req)).await
+    }
+
+    pub async fn repos(&self) -> Result<RepoList, ClientError> {
+        self.json(self.http.get(self.url("/v1/repos"))).await
+    }
+
     pub async fn secrets(&self, org: &str, repo: &str) -> Result<SecretList, ClientError> {
         self.json(self.http.get(self.url(&format!("/v1/repos/{org}/{repo}/secrets")))).await
     }
@@ -253,10 +266,10 @@ impl EventSink for ApiClient {
 impl SecretSource for ApiClient {
     async fn fetch(&self, job: &Job) -> Result<Delivered, SecretFetchError> {
         let declared = job.plan.secret_names();
-        if declared.is_empty() {
+        if declared.is_empty() && !job.wants_checkout() {
             return Ok(Delivered::default());
         }
-        if !job.secrets_allowed {
+        if !job.secrets_allowed && !declared.is_empty() {
             return Err(SecretFetchError::Refused(format!("build {} may not use secrets", job.build)));
         }
         // A refusal (403) is kept apart from the other answers, which retry as sinks do.
@@ -287,7 +300,7 @@ impl SecretSource for ApiClient {
             }
         }
         let missing = declared.iter().filter(|n| !values.contains_key(*n)).cloned().collect();
-        Ok(Delivered { values, missing })
+        Ok(Delivered { values, missing, checkout_token: answer.checkout_token })
     }
 }
 

@@ -28,6 +28,9 @@ pub enum ApiError {
     /// bytes at an offset, nothing to build).
     #[error("{0}")]
     Conflict(String),
+    /// A service Kiln called on the client's behalf (a git host) failed; says which.
+    #[error("{0}")]
+    BadGateway(String),
     /// A storage or queue hiccup: worth retrying.
     #[error("backend unavailable")]
     Unavailable {
@@ -65,6 +68,7 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -63,6 +63,9 @@ pub fn document(routes: &[Route]) -> Value {
         });
         if r.access == Access::Open {
             op["security"] = json!([]);
+        } else if r.access == Access::Signed {
+            op["security"] = json!([]);
+            responses.insert("401".into(), error_response("no signature, or not the repository's", &error));
         } else {
             responses.insert("401".into(), error_response("no token, or not a valid one", &error));
             responses

@@ -13,6 +13,10 @@ use utoipa::openapi::{Ref, RefOr, Schema};
 pub enum Access {
     /// No token needed (health only).
     Open,
+    /// No bearer token: a git host's webhook, authenticated by its body's signature with
+    /// the repository's webhook secret (checked by the handler). Bodies up to the host's
+    /// own cap (`MAX_HOOK_BYTES`, 25 MB).
+    Signed,
     /// An admin token.
     Admin,
     /// An admin token, or a runner token for the build in the path (`{id}`).

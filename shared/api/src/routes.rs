@@ -4,12 +4,12 @@
 
 use crate::access::guard;
 use crate::handlers::meta::Document;
-use crate::handlers::{builds, events, images, ingest, logs, meta, secrets};
+use crate::handlers::{builds, events, images, ingest, logs, meta, repos, secrets};
 use crate::route::{Access, Content, Param, Route, Schemas, json, path, query};
 use crate::views::{
     Accepted, BuildList, BuildMissingAnswer, BuildMissingRequest, BuildView, CancelAnswer, CloudEventView,
-    EventPage, Health, ImageDetailView, ImageList, IngestAnswer, LogList, RunnerSecrets, SecretList,
-    Submitted,
+    EventPage, Health, HookAnswer, ImageDetailView, ImageList, IngestAnswer, LogList, RepoList, RepoRequest,
+    RepoView, RunnerSecrets, SecretList, Submitted,
 };
 use crate::{AppState, MAX_BODY_BYTES};
 use axum::Extension;
@@ -34,6 +34,20 @@ fn openapi_document(_: &mut Schemas) -> RefOr<Schema> {
         .required("openapi")
         .required("info")
         .required("paths")
+        .into()
+}
+
+/// A webhook's payload, as the host documents it; Kiln reads `repository.full_name` first.
+fn webhook_payload(_: &mut Schemas) -> RefOr<Schema> {
+    let repository = ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property("full_name", ObjectBuilder::new().schema_type(Type::String))
+        .required("full_name");
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .description(Some("the host's webhook payload (push, pull_request, ping)"))
+        .property("repository", repository)
+        .required("repository")
         .into()
 }
 
@@ -309,6 +323,72 @@ pub const ROUTES: &[Route] = &[
         ok: (204, Content::None, "removed"),
         errors: &[(400, "a bad name"), (404, "no such secret")],
         make: |m| on(m, secrets::delete_secret),
+    },
+    Route {
+        method: Method::PUT,
+        path: "/v1/repos/{org}/{repo}",
+        summary: "Register a repository for builds from git (or change it): its host, API root, \
+                  webhook secret and token (kept as secrets, never returned)",
+        access: Access::Admin,
+        params: &[ORG, REPO],
+        body: Content::Json(json::<RepoRequest>),
+        ok: (200, Content::Json(json::<RepoView>), "the settings, without the secret and token"),
+        errors: &[(400, "bad settings: the reason")],
+        make: |m| on(m, repos::put_repo),
+    },
+    Route {
+        method: Method::GET,
+        path: "/v1/repos/{org}/{repo}",
+        summary: "A repository's git settings (never the webhook secret or token)",
+        access: Access::Admin,
+        params: &[ORG, REPO],
+        body: Content::None,
+        ok: (200, Content::Json(json::<RepoView>), "the settings"),
+        errors: &[(404, "the repository is not registered")],
+        make: |m| on(m, repos::get_repo),
+    },
+    Route {
+        method: Method::GET,
+        path: "/v1/repos",
+        summary: "The registered repositories",
+        access: Access::Admin,
+        params: &[],
+        body: Content::None,
+        ok: (200, Content::Json(json::<RepoList>), "the repositories, by name"),
+        errors: &[],
+        make: |m| on(m, repos::list_repos),
+    },
+    Route {
+        method: Method::POST,
+        path: "/v1/hooks/github",
+        summary: "GitHub webhook (push, pull_request, ping), authenticated by X-Hub-Signature-256",
+        access: Access::Signed,
+        params: &[],
+        body: Content::Json(webhook_payload),
+        ok: (201, Content::Json(json::<HookAnswer>), "builds started (200 with a reason when none)"),
+        errors: &[
+            (400, "not a webhook Kiln reads: the reason"),
+            (404, "the repository is not registered"),
+            (413, "body over 25 MB"),
+            (502, "the host did not serve the commit's .kiln.yml"),
+        ],
+        make: |m| on(m, repos::github_hook),
+    },
+    Route {
+        method: Method::POST,
+        path: "/v1/hooks/gitea",
+        summary: "Gitea or Forgejo webhook (push, pull_request), authenticated by X-Gitea-Signature",
+        access: Access::Signed,
+        params: &[],
+        body: Content::Json(webhook_payload),
+        ok: (201, Content::Json(json::<HookAnswer>), "builds started (200 with a reason when none)"),
+        errors: &[
+            (400, "not a webhook Kiln reads: the reason"),
+            (404, "the repository is not registered"),
+            (413, "body over 25 MB"),
+            (502, "the host did not serve the commit's .kiln.yml"),
+        ],
+        make: |m| on(m, repos::gitea_hook),
     },
     Route {
         method: Method::GET,

@@ -45,6 +45,7 @@ pub async fn handle_dispatch(
         // Valid for as long as the stage may run, plus slack for queueing and retries.
         token: signer.map(|s| s.sign(&build.id, now_ms() + plan.timeout_ms + TOKEN_SLACK_MS)),
         secrets_allowed: build.secrets_allowed,
+        git: build.git.clone(),
     };
     let body = serde_json::to_string(&job).map_err(|e| HandleError::Drop(e.to_string()))?;
     jobs.send(OutMessage::new(body)).await.map_err(|e| retry(&e))?;

@@ -32,8 +32,19 @@ pub struct Job {
     /// themselves never travel in a job message).
     #[serde(default = "yes")]
     pub secrets_allowed: bool,
+    /// The build's git event: the runner checks its commit out (unless the stage says
+    /// `checkout: false`) and steps see `KILN_COMMIT`, `KILN_BRANCH`, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git: Option<kiln_domain::git::GitInfo>,
 }
 
 fn yes() -> bool {
     true
+}
+
+impl Job {
+    /// Whether the runner checks a commit out before the stage's first step.
+    pub fn wants_checkout(&self) -> bool {
+        self.git.is_some() && self.plan.checkout
+    }
 }

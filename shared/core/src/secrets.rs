@@ -23,6 +23,9 @@ pub struct Delivered {
     pub values: BTreeMap<SecretName, String>,
     /// Declared secrets that are not set in the repository, sorted.
     pub missing: Vec<SecretName>,
+    /// The host token the runner checks a git build's commit out with (never a step's:
+    /// steps of fork pull requests check out too, and get no secret).
+    pub checkout_token: Option<String>,
 }
 
 /// Values are never printed, not even in a debug log.
@@ -31,6 +34,7 @@ impl std::fmt::Debug for Delivered {
         f.debug_struct("Delivered")
             .field("values", &self.values.keys().collect::<Vec<_>>())
             .field("missing", &self.missing)
+            .field("checkout_token", &self.checkout_token.as_ref().map(|_| "***"))
             .finish()
     }
 }
@@ -79,7 +83,7 @@ pub async fn reveal(
     let mut values = store.reveal(repo, names).await?;
     values.retain(|k, _| names.contains(k));
     let missing = names.iter().filter(|n| !values.contains_key(*n)).cloned().collect();
-    Ok(Delivered { values, missing })
+    Ok(Delivered { values, missing, checkout_token: None })
 }
 
 /// Straight from the store, for runners in the same process as it (`kiln run`, `kiln
@@ -89,11 +93,26 @@ pub struct StoreSecrets(pub Arc<dyn SecretStore>);
 #[async_trait]
 impl SecretSource for StoreSecrets {
     async fn fetch(&self, job: &Job) -> Result<Delivered, SecretFetchError> {
-        if !job.secrets_allowed {
-            return refuse(job);
+        let mut delivered = match job.secrets_allowed {
+            true => reveal(self.0.as_ref(), &job.repo, &job.plan.secret_names()).await?,
+            false => refuse(job)?,
+        };
+        if job.wants_checkout() {
+            delivered.checkout_token = checkout_token(self.0.as_ref(), &job.repo).await?;
         }
-        reveal(self.0.as_ref(), &job.repo, &job.plan.secret_names()).await
+        Ok(delivered)
     }
+}
+
+/// The host token of `repo` (registered with `PUT /v1/repos/{org}/{repo}`), if any.
+pub async fn checkout_token(
+    store: &dyn SecretStore,
+    repo: &Repo,
+) -> Result<Option<String>, SecretFetchError> {
+    let name = kiln_domain::git::token_name();
+    let mut values =
+        store.reveal(&kiln_domain::git::credentials_repo(repo), std::slice::from_ref(&name)).await?;
+    Ok(values.remove(&name))
 }
 
 /// Where no store is configured: a stage that declares nothing runs; one that declares

@@ -3,7 +3,7 @@
 use crate::queues::send_event;
 use kiln_domain::catalog::{PROVIDERS_ENV, requested_providers};
 use kiln_domain::compile::{CompileError, compile};
-use kiln_domain::event::now_ms;
+use kiln_domain::event::{CloudEvent, now_ms};
 use kiln_domain::plan::Plan;
 use kiln_domain::report::{BuildCreated, Report};
 use kiln_domain::state::Build;
@@ -52,11 +52,27 @@ pub async fn submit_plan(
         let list = requested_providers(&build).join(",");
         build.plan.env.insert(PROVIDERS_ENV.to_string(), list);
     }
-    state.create_build(&build).await?;
+    start_build(state, events, &build, None).await?;
+    Ok(build)
+}
+
+/// Stores `build` (new, pending) and queues its `build-created` report, after `first`
+/// when given (a webhook, recorded as the build's first event: events of one build are
+/// handled in the order they were queued).
+pub async fn start_build(
+    state: &dyn StateStore,
+    events: &dyn Queue,
+    build: &Build,
+    first: Option<&CloudEvent>,
+) -> Result<(), SubmitError> {
+    state.create_build(build).await?;
+    if let Some(first) = first {
+        send_event(events, first).await?;
+    }
     let created =
         Report::from(BuildCreated { repo: build.repo.to_string(), stages: build.plan.stages.len() })
             .to_event(&build.id, "kiln://compile");
     send_event(events, &created).await?;
     tracing::info!(build = %build.id, repo = %build.repo, "build created");
-    Ok(build)
+    Ok(())
 }

@@ -5,6 +5,7 @@ use crate::dispatch::handle_dispatch;
 use crate::fanin::handle_event;
 use crate::ingest::Ingest;
 use crate::job::Job;
+use crate::notify::Notifier;
 use crate::queues::{DispatchRequest, HandleError, Order, send_event, serve};
 use crate::runner::{RunnerConfig, RunnerCtx, RunnerError, StepEnvPolicy, run_job};
 use crate::secrets::{NoSecrets, SecretSource, StoreSecrets};
@@ -16,7 +17,7 @@ use kiln_domain::event::CloudEvent;
 use kiln_domain::report::{CancelRequested, JobFailed, Report};
 use kiln_domain::state::Build;
 use kiln_domain::{BuildId, Repo};
-use kiln_store::{Claim, LogStore, Queue, Received, SecretStore, StateStore, StoreError};
+use kiln_store::{Claim, LogStore, Queue, Received, RepoStore, SecretStore, StateStore, StoreError};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +37,19 @@ pub struct Ports {
     /// Repository secrets; `None` where none is configured (a stage that declares a
     /// secret then fails, and the API's secret routes answer 503).
     pub secrets: Option<Arc<dyn SecretStore>>,
+    /// Builds from git: repository settings and the commit-status queue; `None` where git
+    /// builds are not set up (`kiln run`).
+    pub git: Option<GitPorts>,
+}
+
+/// What builds from git need beside the other ports.
+#[derive(Clone)]
+pub struct GitPorts {
+    pub repos: Arc<dyn RepoStore>,
+    /// Commit-status requests (FIFO, grouped by build) for the notify consumer.
+    pub notify: Arc<dyn Queue>,
+    /// The base of the links in commit statuses (`{public_url}/builds/{id}`).
+    pub public_url: String,
 }
 
 /// Makes the sinks a runner uses for one job: in-process calls, or HTTP with the job's
@@ -136,6 +150,7 @@ impl System {
         let mut tasks = tokio::task::JoinSet::new();
 
         let (state, dispatch) = (ports.state.clone(), ports.dispatch.clone());
+        let notify = ports.git.as_ref().map(|g| g.notify.clone());
         // Events of one build arrive one at a time (FIFO groups); builds go in parallel.
         tasks.spawn(serve(
             "events",
@@ -144,14 +159,35 @@ impl System {
             Order::Fifo,
             rx.clone(),
             move |msg: Received| {
-                let (state, dispatch) = (state.clone(), dispatch.clone());
+                let (state, dispatch, notify) = (state.clone(), dispatch.clone(), notify.clone());
                 async move {
                     let event: CloudEvent = serde_json::from_str(&msg.body)
                         .map_err(|e| HandleError::Drop(format!("bad event: {e}")))?;
-                    handle_event(state.as_ref(), dispatch.as_ref(), &event).await
+                    handle_event(state.as_ref(), dispatch.as_ref(), notify.as_deref(), &event).await
                 }
             },
         ));
+
+        // Commit statuses: one build's in order (FIFO groups), posted in the background.
+        if let (Some(git), Some(secrets)) = (&ports.git, &ports.secrets) {
+            let notifier = Arc::new(Notifier {
+                state: ports.state.clone(),
+                repos: git.repos.clone(),
+                secrets: secrets.clone(),
+                public_url: git.public_url.clone(),
+            });
+            tasks.spawn(serve(
+                "notify",
+                git.notify.clone(),
+                4,
+                Order::Fifo,
+                rx.clone(),
+                move |msg: Received| {
+                    let notifier = notifier.clone();
+                    async move { notifier.handle(&msg.body).await }
+                },
+            ));
+        }
 
         let (state, jobs, signer) = (ports.state.clone(), ports.jobs.clone(), config.signer.clone());
         tasks.spawn(serve(

@@ -75,6 +75,7 @@ mod tests {
             deadline_ms: None,
             token: None,
             secrets_allowed: true,
+            git: None,
         };
         dlq.send(OutMessage::new(serde_json::to_string(&job).unwrap())).await.unwrap();
         dlq.send(OutMessage::new("garbage")).await.unwrap();

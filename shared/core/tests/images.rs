@@ -95,6 +95,7 @@ fn ports(dir: &Path) -> Ports {
         dispatch: queue(false),
         jobs: queue(false),
         secrets: None,
+        git: None,
     }
 }
 

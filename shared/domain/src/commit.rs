@@ -203,6 +203,7 @@ mod tests {
             }],
             services: Vec::new(),
             triggers: Vec::new(),
+            checkout: true,
         };
         let plan = Plan {
             version: "1".into(),
@@ -210,6 +211,8 @@ mod tests {
             stages: vec![stage("a", "one", 1), stage("b", "two", 2)],
             images: Vec::new(),
             timeout_ms: DEFAULT_BUILD_TIMEOUT_MS,
+            git: None,
+            cancel_superseded: false,
         };
         Build::new(BuildId::generate(), Repo::new("o", "r"), plan, 1)
     }

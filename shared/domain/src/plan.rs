@@ -25,6 +25,21 @@ pub struct Plan {
     pub images: Vec<ImageSpec>,
     /// Build-level timeout in milliseconds.
     pub timeout_ms: u64,
+    /// Which git events build the pipeline (its top-level `on:`); `None`: pushes to any
+    /// branch, and pull requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git: Option<crate::git::GitTriggers>,
+    /// A newer build of the same branch or pull request cancels the running older ones.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub cancel_superseded: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -52,6 +67,10 @@ pub struct StagePlan {
     /// Event triggers (`on:`). A stage with triggers is started by events, not by `needs`.
     #[serde(default)]
     pub triggers: Vec<Trigger>,
+    /// In a build of a git commit, whether the runner checks the commit out into the
+    /// workspace before the first step (`checkout: false` skips it).
+    #[serde(default = "yes", skip_serializing_if = "Clone::clone")]
+    pub checkout: bool,
 }
 
 impl StagePlan {

@@ -30,11 +30,23 @@ pub struct Build {
     /// by trigger (`stage/index`) and event type.
     #[serde(default, skip_serializing_if = "Arrivals::is_empty")]
     pub arrivals: Arrivals,
-    /// Whether the build's runners may fetch the repository's secrets. Always true today;
-    /// builds of pull requests from forks (issue 14) will set it false, and runners then
-    /// get no secret: a stage that declares one fails before its first step.
+    /// Whether the build's runners may fetch the repository's secrets: false for builds of
+    /// pull requests from forks, whose runners then get no secret (a stage that declares
+    /// one fails before its first step).
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub secrets_allowed: bool,
+    /// The git event this build is of (a webhook's push or pull request): its stages
+    /// check the commit out, and its statuses are posted back to the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git: Option<crate::git::GitInfo>,
+    /// The commit's pipeline did not compile: the build fails as soon as it is created,
+    /// with the errors (line and column) as its reason. Its plan is empty.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub compile_failed: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn yes() -> bool {
@@ -123,6 +135,8 @@ impl Build {
             providers: None,
             arrivals: Arrivals::new(),
             secrets_allowed: true,
+            git: None,
+            compile_failed: false,
         }
     }
 

@@ -72,6 +72,7 @@ pub async fn connect_all() -> Result<(Ports, Clients), ConfigError> {
         dispatch: b.dispatch,
         jobs: b.jobs,
         secrets: Some(b.secrets),
+        git: None,
     };
     Ok((ports, b.clients))
 }

@@ -7,6 +7,7 @@ pub mod images;
 pub mod ingest;
 pub mod logs;
 pub mod meta;
+pub mod repos;
 pub mod secrets;
 
 use crate::AppState;

@@ -10,7 +10,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use kiln_core::secrets::{Delivered, declared, reveal};
+use kiln_core::secrets::{Delivered, checkout_token, declared, reveal};
 use kiln_domain::secret::{SecretName, check_value};
 use kiln_domain::{BuildId, StageName};
 use kiln_store::SecretStore;
@@ -88,16 +88,24 @@ pub async fn runner_secrets(
     if !build.secrets_allowed && !names.is_empty() {
         return Err(ApiError::Forbidden(format!("build {id} may not use secrets")));
     }
-    let Delivered { values, missing } = match names.is_empty() {
+    let Delivered { values, missing, .. } = match names.is_empty() {
         true => Delivered::default(),
         false => reveal(store(&st)?.as_ref(), &build.repo, &names)
             .await
             .map_err(|e| ApiError::unavailable(Some(&id), e))?,
+    };
+    let checks_out = build.git.is_some() && build.plan.stage(stage.template()).is_some_and(|s| s.checkout);
+    let checkout_token = match checks_out {
+        true => checkout_token(store(&st)?.as_ref(), &build.repo)
+            .await
+            .map_err(|e| ApiError::unavailable(Some(&id), e))?,
+        false => None,
     };
     // Names only in the log: which runner got which secrets.
     tracing::info!(build = %id, stage = %stage, delivered = values.len(), missing = missing.len(), "secrets served");
     Ok(Json(RunnerSecrets {
         values: values.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
         missing: missing.into_iter().map(|n| n.to_string()).collect(),
+        checkout_token,
     }))
 }

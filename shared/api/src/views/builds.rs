@@ -32,6 +32,8 @@ pub struct BuildView {
     pub duration_ms: Option<u64>,
     pub stages: Vec<StageView>,
     pub images: Vec<BuildImageView>,
+    /// The git event the build is of (builds started by webhooks).
+    pub git: Option<super::GitView>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -96,6 +98,7 @@ impl From<&Build> for BuildView {
             started_ms: b.started_ms,
             finished_ms: b.finished_ms,
             duration_ms: span(b.started_ms, b.finished_ms),
+            git: b.git.as_ref().map(super::GitView::from),
             stages: b
                 .stages
                 .iter()

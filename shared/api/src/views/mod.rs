@@ -7,6 +7,7 @@ mod common;
 mod events;
 mod images;
 mod logs;
+mod repos;
 mod secrets;
 
 pub use builds::{
@@ -19,6 +20,7 @@ pub use images::{
     BuildMissingAnswer, BuildMissingRequest, CatalogImageView, ImageDetailView, ImageList, ImageRecordView,
 };
 pub use logs::{LogEntry, LogKind, LogList, encode};
+pub use repos::{GitView, HookAnswer, RepoList, RepoRequest, RepoView};
 pub use secrets::{RunnerSecrets, SecretList, SecretView};
 
 /// Schemas for fields whose types live in the domain crate, generated from the domain
@@ -45,6 +47,11 @@ pub(crate) mod schema {
     /// A build's, stage's or step's status.
     pub fn status() -> Object {
         string_enum(names(&Status::ALL), "pending, running, or how it ended")
+    }
+
+    /// A git host.
+    pub fn provider() -> Object {
+        string_enum(names(&kiln_domain::git::Provider::ALL), "the git host: github, or gitea (also Forgejo)")
     }
 
     /// A catalog record's status.

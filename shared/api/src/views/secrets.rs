@@ -37,6 +37,10 @@ pub struct RunnerSecrets {
     pub values: BTreeMap<String, String>,
     /// Declared names that are not set in the repository.
     pub missing: Vec<String>,
+    /// For a stage of a git build that checks its commit out: the host token to download
+    /// it with (the runner's, never a step's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkout_token: Option<String>,
 }
 
 /// Never prints a value.
@@ -45,6 +49,7 @@ impl std::fmt::Debug for RunnerSecrets {
         f.debug_struct("RunnerSecrets")
             .field("values", &self.values.keys().collect::<Vec<_>>())
             .field("missing", &self.missing)
+            .field("checkout_token", &self.checkout_token.as_ref().map(|_| "***"))
             .finish()
     }
 }

@@ -264,8 +264,8 @@ impl Stage<'_> {
         let mut init = vec![format!("[{stage}] attempt {attempt} on runner {}", sh.config.runner_id)];
         // Secrets first: every value is in the masker before any process starts, and a
         // declared secret that is not set fails the stage before anything runs.
-        let secrets = match self.fetch_secrets(&mut init).await {
-            Ok(values) => values,
+        let (secrets, checkout_token) = match self.fetch_secrets(&mut init).await {
+            Ok(got) => got,
             Err(reason) => {
                 init.push(format!("[{stage}] {reason}"));
                 sh.init_lines(&init).await;
@@ -294,6 +294,19 @@ impl Stage<'_> {
         if let Some(u) = user {
             init.push(format!("[{stage}] steps run as uid {} gid {}", u.uid, u.gid));
         }
+        if let Some(git) = job.git.as_ref().filter(|_| job.wants_checkout()) {
+            sh.init_lines(&std::mem::take(&mut init)).await;
+            match self.checkout(git, checkout_token.as_deref(), &area).await {
+                Ok(line) => init.push(format!("[{stage}] {line}")),
+                Err(reason) => {
+                    init.push(format!("[{stage}] {reason}"));
+                    sh.init_lines(&init).await;
+                    let _ = tokio::task::spawn_blocking(move || area.remove()).await;
+                    self.finish_stage(StageOutcome::Failed, Some(reason.clone())).await?;
+                    return Ok(self.outcome(StageOutcome::Failed, Some(reason), Vec::new()));
+                }
+            }
+        }
 
         // The variables every process of the stage gets.
         let mut fixed = vec![
@@ -303,6 +316,9 @@ impl Stage<'_> {
             ("KILN_WORKSPACE".to_string(), ws.display().to_string()),
             ("KILN_ATTEMPT".to_string(), attempt.to_string()),
         ];
+        if let Some(git) = &job.git {
+            fixed.extend(git.step_vars());
+        }
         // The providers this build builds its images for (set at submit).
         if let Some(p) = job.env.get(PROVIDERS_ENV) {
             fixed.push((PROVIDERS_ENV.to_string(), p.clone()));
@@ -367,6 +383,35 @@ impl Stage<'_> {
         Ok(self.outcome(outcome, None, steps))
     }
 
+    /// Puts the build's commit into the workspace: the init log line that says what was
+    /// checked out, or the reason the stage fails.
+    async fn checkout(
+        &self,
+        git: &kiln_domain::git::GitInfo,
+        token: Option<&str>,
+        area: &sandbox::JobArea,
+    ) -> Result<String, String> {
+        use crate::git::checkout::{CheckoutSource, checkout, client};
+        let src = CheckoutSource {
+            provider: git.provider,
+            api_url: &git.api_url,
+            repo: &git.repo,
+            commit: &git.commit,
+            token,
+        };
+        let owner = area.user.map(|u| (u.uid, u.gid));
+        let client = client();
+        let work = checkout(&client, &src, &area.workspace, &area.scratch, owner);
+        // The checkout counts against the stage's deadline like a step.
+        match tokio::time::timeout_at(self.deadline(), work).await {
+            Ok(Ok(done)) => Ok(done.to_string()),
+            Ok(Err(e)) => Err(format!("checkout of {} at {} failed: {e}", git.repo, git.commit)),
+            Err(_) => {
+                Err(format!("checkout of {} at {} ran past the stage's deadline", git.repo, git.commit))
+            }
+        }
+    }
+
     /// The stage's deadline: its own timeout, or the build's, whichever comes first.
     fn deadline(&self) -> Instant {
         let ms = match self.job.plan.timeout_ms {
@@ -382,19 +427,22 @@ impl Stage<'_> {
 
     /// The values of the stage's declared secrets, each added to the masker (with the
     /// lines of a multi-line value); `Err` with the reason the stage fails.
-    async fn fetch_secrets(&self, init: &mut Vec<String>) -> Result<BTreeMap<SecretName, String>, String> {
+    async fn fetch_secrets(
+        &self,
+        init: &mut Vec<String>,
+    ) -> Result<(BTreeMap<SecretName, String>, Option<String>), String> {
         let job = self.job;
         let declared = job.plan.secret_names();
-        if declared.is_empty() {
-            return Ok(BTreeMap::new());
+        if declared.is_empty() && !job.wants_checkout() {
+            return Ok((BTreeMap::new(), None));
         }
-        let Delivered { values, missing } = self.secrets.fetch(job).await.map_err(|e| {
+        let Delivered { values, missing, checkout_token } = self.secrets.fetch(job).await.map_err(|e| {
             let names: Vec<&str> = declared.iter().map(SecretName::as_str).collect();
             format!("cannot get the secrets {} of repository {}: {e}", names.join(", "), job.repo)
         })?;
         {
             let mut masker = self.sh.masker.write().unwrap_or_else(|e| e.into_inner());
-            for value in values.values() {
+            for value in values.values().chain(&checkout_token) {
                 for s in mask_strings(value) {
                     masker.add(s);
                 }
@@ -413,9 +461,11 @@ impl Stage<'_> {
         // Only what was declared: a source that sent more is not trusted with the rest.
         let values: BTreeMap<SecretName, String> =
             values.into_iter().filter(|(k, _)| declared.contains(k)).collect();
-        let names: Vec<&str> = values.keys().map(SecretName::as_str).collect();
-        init.push(format!("[{}] secrets delivered: {}", job.stage, names.join(", ")));
-        Ok(values)
+        if !values.is_empty() {
+            let names: Vec<&str> = values.keys().map(SecretName::as_str).collect();
+            init.push(format!("[{}] secrets delivered: {}", job.stage, names.join(", ")));
+        }
+        Ok((values, checkout_token))
     }
 
     async fn run_steps(&self, ws: &Path, env: &Env) -> Result<(Vec<StepReport>, StageOutcome), RunnerError> {

@@ -196,7 +196,9 @@ pub(crate) struct JobArea {
     pub home: PathBuf,
     pub tmp: PathBuf,
     pub event_file: PathBuf,
-    user: Option<StepUser>,
+    /// The runner's own scratch space (a checkout's download): not the step user's.
+    pub scratch: PathBuf,
+    pub user: Option<StepUser>,
     /// A private root made because the configured one is not reachable by the step user.
     own_root: Option<PathBuf>,
 }
@@ -234,6 +236,7 @@ impl JobArea {
             home: beside(".home"),
             tmp: beside(".tmp"),
             event_file: beside(".event.json"),
+            scratch: beside(".scratch"),
             workspace,
             user,
             own_root,
@@ -247,6 +250,12 @@ impl JobArea {
             std::fs::DirBuilder::new().mode(0o700).create(dir)?;
             area.give(dir)?;
         }
+        match std::fs::remove_dir_all(&area.scratch) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        std::fs::DirBuilder::new().mode(0o700).create(&area.scratch)?;
         Ok(area)
     }
 
@@ -260,7 +269,7 @@ impl JobArea {
 
     /// Removes the area (the build's directory too once no other stage uses it).
     pub fn remove(&self) {
-        for dir in [&self.workspace, &self.home, &self.tmp] {
+        for dir in [&self.workspace, &self.home, &self.tmp, &self.scratch] {
             if let Err(e) = std::fs::remove_dir_all(dir)
                 && e.kind() != io::ErrorKind::NotFound
             {

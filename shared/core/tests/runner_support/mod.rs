@@ -226,6 +226,7 @@ pub fn job(stage: &str, steps: Vec<StepPlan>) -> Job {
         deadline_ms: None,
         token: None,
         secrets_allowed: true,
+        git: None,
     }
 }
 

@@ -78,6 +78,7 @@ fn stage(name: &str, needs: &[&str], steps: Vec<StepPlan>) -> StagePlan {
         steps,
         services: Vec::new(),
         triggers: Vec::new(),
+        checkout: true,
     }
 }
 
@@ -110,6 +111,8 @@ fn brief_example() {
             built_by: None,
         }],
         timeout_ms: DEFAULT_BUILD_TIMEOUT_MS,
+        git: None,
+        cancel_superseded: false,
     };
     assert_eq!(plan, expected);
     assert!(plan.stage("heads").unwrap().is_event_triggered());
@@ -412,7 +415,7 @@ fn top_level_errors() {
     assert_errors(
         "version: \"1\"\nwhatever: 1\nsteps: [{name: a, commands: [x]}]\n",
         &[
-            "2:1: unknown key \"whatever\" in pipeline; valid keys: version, env, timeout, images, stages, steps, secrets",
+            "2:1: unknown key \"whatever\" in pipeline; valid keys: version, env, timeout, images, stages, steps, secrets, on, cancel-superseded",
         ],
     );
     assert_errors(
@@ -1130,6 +1133,46 @@ fn bad_secret_lists_are_reported_with_positions() {
         &[
             "5:15: invalid secret name \"A B\": use letters, digits and \"_\", not starting with a digit, at most 128 characters",
             "5:22: a secret name must be a string, found a list",
+        ],
+    );
+}
+
+#[test]
+fn git_triggers_checkout_and_cancel_superseded() {
+    use crate::git::{GitTriggers, RefFilter};
+    let plan = ok(
+        "version: \"1\"\non:\n  push: { branches: [main, \"release/*\"], tags: [\"v*\"] }\n  pull_request: { branches: main }\ncancel-superseded: true\nstages:\n  a:\n    checkout: false\n    steps: [{name: s, commands: [x]}]\n",
+    );
+    let globs = |v: &[&str]| Some(v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+    assert_eq!(
+        plan.git,
+        Some(GitTriggers {
+            push: Some(RefFilter { branches: globs(&["main", "release/*"]), tags: globs(&["v*"]) }),
+            pull_request: Some(RefFilter { branches: globs(&["main"]), tags: None }),
+        })
+    );
+    assert!(plan.cancel_superseded);
+    assert!(!plan.stages[0].checkout);
+    // Without them: no filter (pushes and pull requests build), checkout on.
+    let plan = ok("version: \"1\"\non:\n  push:\nsteps: [{name: s, commands: [x]}]\n");
+    assert_eq!(plan.git, Some(GitTriggers { push: Some(RefFilter::default()), pull_request: None }));
+    let plan = ok("version: \"1\"\nsteps: [{name: s, commands: [x]}]\n");
+    assert_eq!((plan.git, plan.cancel_superseded, plan.stages[0].checkout), (None, false, true));
+
+    assert_errors(
+        "version: \"1\"\non:\n  - event: coin\nsteps: [{name: s, commands: [x]}]\n",
+        &[
+            "3:3: the top-level \"on\" is a map of git events (push, pull_request); triggers on CloudEvents go on a stage",
+        ],
+    );
+    assert_errors(
+        "version: \"1\"\non:\n  pushh: {}\n  pull_request: { tags: [v1], branches: [\"\"] }\ncancel-superseded: yes\nsteps: [{name: s, commands: [x], checkout: false}]\n",
+        &[
+            "3:3: unknown key \"pushh\" in \"on\"; did you mean \"push\"?",
+            "4:19: unknown key \"tags\" in \"pull_request\"; valid keys: branches",
+            "4:42: empty pattern in \"branches\"",
+            "5:20: \"cancel-superseded\" must be true or false, found a string",
+            "6:34: unknown key \"checkout\" in step; valid keys: name, commands, env, timeout, secrets",
         ],
     );
 }

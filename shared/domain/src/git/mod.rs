@@ -136,6 +136,75 @@ impl GitInfo {
     }
 }
 
+/// Which git events build a pipeline: its top-level `on:`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct GitTriggers {
+    /// Pushes build when this is set (and the ref passes it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push: Option<RefFilter>,
+    /// Pull requests build when this is set (and their base branch passes it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_request: Option<RefFilter>,
+}
+
+/// Branch and tag globs (see [`glob::glob_match`]). With neither list, every branch and
+/// tag passes; with only one, only refs of that kind can pass.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct RefFilter {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branches: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+}
+
+impl RefFilter {
+    fn passes(&self, kind: &str, name: &str) -> bool {
+        let (own, other) = match kind {
+            "branch" => (&self.branches, &self.tags),
+            _ => (&self.tags, &self.branches),
+        };
+        match (own, other) {
+            (Some(globs), _) => globs.iter().any(|g| glob::glob_match(g, name)),
+            (None, Some(_)) => false,
+            (None, None) => true,
+        }
+    }
+}
+
+/// Whether a pipeline with these triggers (`None`: no top-level `on:`) builds `info`;
+/// `Err` with the reason it does not, for the webhook's answer.
+pub fn should_build(triggers: Option<&GitTriggers>, info: &GitInfo) -> Result<(), String> {
+    let (filter, kind, name) = match info.event {
+        GitEvent::Push => match (&info.branch, &info.tag) {
+            (Some(b), _) => (triggers.map(|t| &t.push), "branch", b.as_str()),
+            (None, Some(t)) => (triggers.map(|t| &t.push), "tag", t.as_str()),
+            (None, None) => {
+                return Err(format!("the push of {} is neither a branch nor a tag", info.git_ref));
+            }
+        },
+        GitEvent::PullRequest => {
+            let base = info.base_branch.as_deref().unwrap_or_default();
+            (triggers.map(|t| &t.pull_request), "branch", base)
+        }
+    };
+    let event = info.event.as_str();
+    match filter {
+        // No top-level `on:`: pushes to any branch, and pull requests (tags do not build).
+        None if kind == "tag" => {
+            Err(format!("the pipeline has no top-level `on:`, so pushes of tags (here {name}) do not build"))
+        }
+        None => Ok(()),
+        Some(None) => Err(format!("the pipeline's `on:` does not list {event}")),
+        Some(Some(f)) if f.passes(kind, name) => Ok(()),
+        Some(Some(_)) => Err(match info.event {
+            GitEvent::Push => format!("{event} to {kind} {name} is not in the pipeline's `on.{event}`"),
+            GitEvent::PullRequest => {
+                format!("pull requests into {name} are not in the pipeline's `on.pull_request.branches`")
+            }
+        }),
+    }
+}
+
 /// The User-Agent of Kiln's requests to git hosts (GitHub refuses requests without one).
 pub const USER_AGENT: &str = concat!("kiln/", env!("CARGO_PKG_VERSION"));
 
@@ -163,4 +232,90 @@ pub fn webhook_secret_name() -> SecretName {
 
 pub fn token_name() -> SecretName {
     SecretName::parse("TOKEN").expect("a valid secret name")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn push(branch: Option<&str>, tag: Option<&str>) -> GitInfo {
+        GitInfo {
+            provider: Provider::Github,
+            repo: "acme/web".into(),
+            api_url: "https://api.github.com".into(),
+            event: GitEvent::Push,
+            git_ref: "refs/heads/x".into(),
+            branch: branch.map(str::to_string),
+            tag: tag.map(str::to_string),
+            commit: "a".repeat(40),
+            pull_request: None,
+            base_branch: None,
+            fork: false,
+            author: None,
+            message: None,
+            delivery: "d".into(),
+        }
+    }
+
+    fn pr(base: &str) -> GitInfo {
+        GitInfo {
+            event: GitEvent::PullRequest,
+            pull_request: Some(7),
+            base_branch: Some(base.into()),
+            ..push(Some("feature"), None)
+        }
+    }
+
+    fn filter(branches: Option<&[&str]>, tags: Option<&[&str]>) -> RefFilter {
+        let v = |l: &[&str]| l.iter().map(|s| s.to_string()).collect();
+        RefFilter { branches: branches.map(v), tags: tags.map(v) }
+    }
+
+    #[test]
+    fn without_on_pushes_to_branches_and_pull_requests_build() {
+        assert!(should_build(None, &push(Some("any/branch"), None)).is_ok());
+        assert!(should_build(None, &pr("whatever")).is_ok());
+        assert!(should_build(None, &push(None, Some("v1"))).unwrap_err().contains("tags"));
+    }
+
+    #[test]
+    fn on_filters_by_branch_tag_and_base() {
+        let t = GitTriggers {
+            push: Some(filter(Some(&["main", "release/*"]), Some(&["v*"]))),
+            pull_request: Some(filter(Some(&["main"]), None)),
+        };
+        assert!(should_build(Some(&t), &push(Some("main"), None)).is_ok());
+        assert!(should_build(Some(&t), &push(Some("release/1.2"), None)).is_ok());
+        let why = should_build(Some(&t), &push(Some("feature/x"), None)).unwrap_err();
+        assert_eq!(why, "push to branch feature/x is not in the pipeline's `on.push`");
+        assert!(should_build(Some(&t), &push(None, Some("v2.0"))).is_ok());
+        assert!(should_build(Some(&t), &push(None, Some("nightly"))).is_err());
+        assert!(should_build(Some(&t), &pr("main")).is_ok());
+        assert!(should_build(Some(&t), &pr("develop")).unwrap_err().contains("into develop"));
+
+        // Only branches listed: tags do not build; only tags: branches do not.
+        let branches_only = GitTriggers { push: Some(filter(Some(&["main"]), None)), pull_request: None };
+        assert!(should_build(Some(&branches_only), &push(None, Some("v1"))).is_err());
+        assert!(
+            should_build(Some(&branches_only), &pr("main"))
+                .unwrap_err()
+                .contains("does not list pull_request")
+        );
+        let tags_only = GitTriggers { push: Some(filter(None, Some(&["v*"]))), pull_request: None };
+        assert!(should_build(Some(&tags_only), &push(Some("main"), None)).is_err());
+        // `push:` with no lists: every branch and tag.
+        let all = GitTriggers { push: Some(RefFilter::default()), pull_request: None };
+        assert!(should_build(Some(&all), &push(None, Some("anything"))).is_ok());
+    }
+
+    #[test]
+    fn step_vars_and_supersede_keys() {
+        let vars: std::collections::BTreeMap<_, _> = pr("main").step_vars().into_iter().collect();
+        assert_eq!(vars["KILN_PULL_REQUEST"], "7");
+        assert_eq!(vars["KILN_GIT_EVENT"], "pull_request");
+        assert_eq!(vars["KILN_TAG"], "");
+        assert_eq!(pr("main").supersede_key().as_deref(), Some("pr/7"));
+        assert_eq!(push(Some("main"), None).supersede_key().as_deref(), Some("branch/main"));
+        assert_eq!(push(None, Some("v1")).supersede_key(), None);
+    }
 }

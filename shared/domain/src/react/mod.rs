@@ -103,7 +103,15 @@ struct Reactor {
 impl Reactor {
     fn on_report(&mut self, report: Report) {
         match report {
-            Report::BuildCreated(_) => self.go(Target::Build, Status::Running, Patch::default()),
+            Report::BuildCreated(_) => {
+                self.go(Target::Build, Status::Running, Patch::default());
+                // A commit whose pipeline did not compile: started, so its history and its
+                // commit status show it, and failed at once with the errors.
+                if self.b.compile_failed && self.b.status == Status::Running {
+                    let patch = Patch { reason: self.b.reason.clone(), ..Patch::default() };
+                    self.go(Target::Build, Status::Failed, patch);
+                }
+            }
             Report::StageStarted(r) => self.stage_started(r.stage, r.attempt),
             Report::StepStarted(r) => {
                 if self.current_attempt(&r.stage, r.attempt) {

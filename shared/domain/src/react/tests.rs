@@ -15,6 +15,8 @@ fn plan(stages: &[(&str, &[&str], usize)]) -> Plan {
         env: Default::default(),
         images: vec![],
         timeout_ms: 1000,
+        git: None,
+        cancel_superseded: false,
         stages: stages
             .iter()
             .map(|(name, needs, steps)| StagePlan {
@@ -25,6 +27,7 @@ fn plan(stages: &[(&str, &[&str], usize)]) -> Plan {
                 env: Default::default(),
                 services: vec![],
                 triggers: vec![],
+                checkout: true,
                 steps: (0..*steps)
                     .map(|i| {
                         n += 1;

@@ -6,6 +6,7 @@
 //! services), `triggers` (`on:`), `images`, and `graph` (`needs`, cycles and plan order).
 //! This file holds the pipeline itself and the numbering of steps and services.
 
+mod git;
 mod graph;
 mod images;
 mod shape;
@@ -21,7 +22,8 @@ use shape::nearest;
 use stages::StageDraft;
 use std::collections::{BTreeSet, HashSet};
 
-const PIPELINE_KEYS: &[&str] = &["version", "env", "timeout", "images", "stages", "steps", "secrets"];
+const PIPELINE_KEYS: &[&str] =
+    &["version", "env", "timeout", "images", "stages", "steps", "secrets", "on", "cancel-superseded"];
 
 /// The one supported pipeline version.
 const VERSION: &str = "1";
@@ -87,6 +89,9 @@ impl Checker {
         let secrets = f.value("secrets").map(|v| self.secrets(v)).unwrap_or_default();
         let timeout_ms =
             f.value("timeout").and_then(|v| self.duration(v)).unwrap_or(DEFAULT_BUILD_TIMEOUT_MS);
+        let git = f.value("on").and_then(|v| self.git_triggers(v));
+        let cancel_superseded =
+            f.value("cancel-superseded").and_then(|v| self.flag(v, "\"cancel-superseded\"")).unwrap_or(false);
 
         let mut stages = Vec::new();
         match (f.get("stages"), f.get("steps")) {
@@ -153,6 +158,7 @@ impl Checker {
                 steps,
                 services,
                 triggers: draft.triggers,
+                checkout: draft.checkout,
             });
         }
         Some(Plan {
@@ -161,6 +167,8 @@ impl Checker {
             stages: plan_stages,
             images: images.into_iter().map(|i| i.spec).collect(),
             timeout_ms,
+            git,
+            cancel_superseded,
         })
     }
 

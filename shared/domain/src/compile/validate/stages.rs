@@ -13,7 +13,7 @@ use crate::secret::SecretName;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 pub(super) const STAGE_KEYS: &[&str] =
-    &["steps", "services", "needs", "runs-on", "timeout", "env", "on", "secrets"];
+    &["steps", "services", "needs", "runs-on", "timeout", "env", "on", "secrets", "checkout"];
 pub(super) const STEP_KEYS: &[&str] = &["name", "commands", "env", "timeout", "secrets"];
 const SERVICE_KEYS: &[&str] = &["name", "commands", "env", "secrets"];
 
@@ -30,6 +30,8 @@ pub(super) struct StageDraft<'a> {
     pub(super) triggers: Vec<Trigger>,
     /// The stage's own `secrets:` (its steps and services also get the pipeline's).
     pub(super) secrets: Vec<SecretName>,
+    /// Whether a git build checks the commit out before the first step (`checkout:`).
+    pub(super) checkout: bool,
 }
 
 impl<'a> StageDraft<'a> {
@@ -45,6 +47,7 @@ impl<'a> StageDraft<'a> {
             services: Vec::new(),
             triggers: Vec::new(),
             secrets: Vec::new(),
+            checkout: true,
         }
     }
 }
@@ -117,6 +120,9 @@ impl Checker {
         }
         if let Some(v) = f.value("secrets") {
             stage.secrets = self.secrets(v);
+        }
+        if let Some(v) = f.value("checkout") {
+            stage.checkout = self.flag(v, "\"checkout\"").unwrap_or(true);
         }
         let event_triggered = stage.triggers.iter().any(|t| t.policy == TriggerPolicy::Create);
         if let (true, false, Some((needs_key, _))) = (event_triggered, stage.needs.is_empty(), f.get("needs"))
