@@ -8,15 +8,24 @@
                                     example to `compile` (an HTTP API v2 request), then play the
                                     event source mappings (poll SQS, invoke the function with the
                                     batch, delete what it did not list in batchItemFailures) until
-                                    the build ends; compare it with `kiln run --json`
+                                    the build ends; compare it with `kiln run --json`. Then a build
+                                    from git: register a repository on a fake GitHub API (here),
+                                    send a signed push webhook to `api`, and check the build, its
+                                    checkout and the commit statuses `notify` posted
   bridge.py destroy PREFIX          delete the stack, then the table and bucket it retains
 
 The runner's HTTP calls (KILN_API_URL) go to a small proxy here that turns them into HTTP API
 v2 events for `log-ingest` (ingest routes) or `api` (the rest), as API Gateway would.
 Environment: AWS_* (localstack/.state/env), KILN_LAMBDA_URL (the emulator), KILN_PROXY_PORT,
-KILN_BIN (the kiln CLI).
+KILN_BIN (the kiln CLI), KILN_PUBLIC_URL (what the notify function links statuses to).
 """
 import base64
+import gzip
+import hashlib
+import hmac
+import io
+import tarfile
+import uuid
 import http.server
 import json
 import os
@@ -43,7 +52,8 @@ TOKEN = "test-admin-token"
 # left out here. DynamoDB tables are encrypted at rest on AWS with or without it.
 LOCALSTACK_OMITS = {("StateTable", "SSESpecification")}
 NAMES = {"StateTable": "KILN_TABLE", "LogBucket": "KILN_BUCKET", "JobsQueue": "KILN_JOBS_QUEUE",
-         "DispatchQueue": "KILN_DISPATCH_QUEUE", "EventsQueue": "KILN_EVENTS_QUEUE", "JobsDlq": "KILN_JOBS_DLQ"}
+         "DispatchQueue": "KILN_DISPATCH_QUEUE", "EventsQueue": "KILN_EVENTS_QUEUE", "JobsDlq": "KILN_JOBS_DLQ",
+         "NotifyQueue": "KILN_NOTIFY_QUEUE"}
 
 
 def client(service):
@@ -117,13 +127,16 @@ def deploy(prefix, envfile):
     log(f"{stack['StackStatus']} in {time.time() - t0:.1f}s; outputs {sorted(outputs)}")
     # The outputs name the same resources; the names are the ones the code expects.
     for key, logical in [("TableName", "StateTable"), ("BucketName", "LogBucket"), ("JobsQueueUrl", "JobsQueue"),
-                         ("JobsDlqUrl", "JobsDlq"), ("DispatchQueueUrl", "DispatchQueue"), ("EventsQueueUrl", "EventsQueue")]:
+                         ("JobsDlqUrl", "JobsDlq"), ("DispatchQueueUrl", "DispatchQueue"), ("EventsQueueUrl", "EventsQueue"),
+                         ("NotifyQueueUrl", "NotifyQueue")]:
         assert outputs.get(key) == physical[logical], f"output {key}={outputs.get(key)} is not {logical}={physical[logical]}"
     env = {var: physical[logical].rsplit("/", 1)[-1] for logical, var in NAMES.items()}
     # What CloudFormation made is what the template says: FIFO events queue, redrive to the DLQs.
     attrs = lambda logical: sqs.get_queue_attributes(QueueUrl=physical[logical], AttributeNames=["All"])["Attributes"]
-    assert attrs("EventsQueue").get("FifoQueue") == "true", attrs("EventsQueue")
-    for queue, dlq, count in [("JobsQueue", "JobsDlq", 3), ("DispatchQueue", "DispatchDlq", 5), ("EventsQueue", "EventsDlq", 5)]:
+    for fifo in ("EventsQueue", "NotifyQueue"):
+        assert attrs(fifo).get("FifoQueue") == "true", attrs(fifo)
+    for queue, dlq, count in [("JobsQueue", "JobsDlq", 3), ("DispatchQueue", "DispatchDlq", 5), ("EventsQueue", "EventsDlq", 5),
+                              ("NotifyQueue", "NotifyDlq", 5)]:
         redrive = json.loads(attrs(queue)["RedrivePolicy"])
         assert redrive["deadLetterTargetArn"] == attrs(dlq)["QueueArn"] and int(redrive["maxReceiveCount"]) == count, redrive
     ttl = client("dynamodb").describe_time_to_live(TableName=env["KILN_TABLE"])["TimeToLiveDescription"]
@@ -162,6 +175,15 @@ def destroy(prefix):
     sqs = client("sqs")  # in case the stack's delete left any
     for q in sqs.list_queues(QueueNamePrefix=f"{prefix}-").get("QueueUrls", []):
         sqs.delete_queue(QueueUrl=q)
+    # The git credentials the push test registered (KILN_SECRETS_PREFIX=/<prefix>).
+    ssm = client("ssm")
+    try:
+        names = [p["Name"] for page in ssm.get_paginator("get_parameters_by_path").paginate(Path=f"/{prefix}", Recursive=True)
+                 for p in page["Parameters"]]
+        for i in range(0, len(names), 10):
+            ssm.delete_parameters(Names=names[i:i + 10])
+    except Exception as e:
+        log(f"delete parameters: {e}")
     log(f"deleted stack {name}, table {table}, bucket {bucket}")
 
 
@@ -188,6 +210,8 @@ def route(method, path):
         return "compile", "POST /v1/repos/{org}/{repo}/builds", {"org": m[1], "repo": m[2]}
     if path == "/healthz":
         return "api", "GET /healthz", {}
+    if method == "POST" and path in ("/v1/hooks/github", "/v1/hooks/gitea"):
+        return "api", f"POST {path}", {}
     return "api", "ANY /v1/{proxy+}", {"proxy": path[len("/v1/"):]}
 
 
@@ -261,6 +285,12 @@ def run_build(sqs, mappings, example, stats, limit=90):
     assert status == 201, f"submit {example}: {status} {body[:500]!r}"
     build = json.loads(body)["id"]
     log(f"{os.path.basename(example)}: compile -> 201, build {build}")
+    return build, pump(sqs, mappings, build, os.path.basename(example), stats, limit)
+
+
+def pump(sqs, mappings, build, what, stats, limit=90, until=None):
+    """Plays the event source mappings until the build has ended (and `until()` holds,
+    when given), then returns the build's document."""
     deadline = time.time() + limit
     while time.time() < deadline:
         idle = True
@@ -283,10 +313,10 @@ def run_build(sqs, mappings, example, stats, limit=90):
             status, body = api_get(f"/v1/builds/{build}")
             assert status == 200, f"GET /v1/builds/{build}: {status} {body[:300]!r}"
             doc = json.loads(body)
-            if terminal(doc):
-                return build, doc
+            if terminal(doc) and (until is None or until()):
+                return doc
             time.sleep(0.2)
-    sys.exit(f"bridge: build {build} of {example} did not end within {limit}s")
+    sys.exit(f"bridge: build {build} of {what} did not end within {limit}s")
 
 
 def outcome(doc):
@@ -332,7 +362,8 @@ def run(examples):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["KILN_PROXY_PORT"])), Proxy)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     mappings = []  # the template's event source mappings: queue -> function, batch size
-    for var, function, batch in [("KILN_EVENTS_QUEUE", "event-fanin", 10), ("KILN_DISPATCH_QUEUE", "dispatch", 10), ("KILN_JOBS_QUEUE", "runner", 1)]:
+    for var, function, batch in [("KILN_EVENTS_QUEUE", "event-fanin", 10), ("KILN_DISPATCH_QUEUE", "dispatch", 10), ("KILN_JOBS_QUEUE", "runner", 1),
+                                 ("KILN_NOTIFY_QUEUE", "notify", 10)]:
         url = sqs.get_queue_url(QueueName=os.environ[var])["QueueUrl"]
         arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         mappings.append((os.environ[var], url, arn, function, batch))
@@ -343,7 +374,152 @@ def run(examples):
         build, doc = run_build(sqs, mappings, os.path.abspath(example), stats)
         log(f"{os.path.basename(example)}: ended {doc['status']} in {time.time() - t0:.1f}s; invocations {stats}")
         compare(os.path.abspath(example), build, doc)
+    git_push(sqs, mappings)
     server.shutdown()
+
+
+# ---- 3. a build from git: a signed push webhook, a fake GitHub, commit statuses -----------------
+
+GIT_REPO = "acme/site"
+GIT_SECRET = "bridge-webhook-secret-0123"
+GIT_TOKEN = "ghp_bridgeTokenForTheFakeHost"
+GIT_PIPELINE = """version: "1"
+on:
+  push: { branches: [main] }
+stages:
+  build:
+    steps:
+      - name: show
+        commands:
+          - cat hello.txt
+          - echo "commit=$KILN_COMMIT branch=$KILN_BRANCH event=$KILN_GIT_EVENT"
+"""
+
+
+def tarball(top, files):
+    """A commit's tarball as GitHub serves it: gzip'd tar, everything under one top dir."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as t:
+        d = tarfile.TarInfo(top)
+        d.type, d.mode = tarfile.DIRTYPE, 0o775
+        t.addfile(d)
+        for name, data in sorted(files.items()):
+            info = tarfile.TarInfo(f"{top}/{name}")
+            info.size, info.mode = len(data), 0o664
+            t.addfile(info, io.BytesIO(data))
+    return gzip.compress(raw.getvalue())
+
+
+class FakeGitHub(http.server.BaseHTTPRequestHandler):
+    """GitHub's REST shapes for one repository: contents (raw), tarball, statuses (recorded).
+    `server.commits`: sha -> {path: bytes}; `server.statuses`: (sha, body, authorization)."""
+    protocol_version = "HTTP/1.1"
+
+    def answer(self, status, body=b"", content_type="application/json"):
+        self.send_response(status)
+        self.send_header("content-type", content_type)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        url = urllib.parse.urlparse(self.path)
+        if self.headers.get("authorization") != f"Bearer {GIT_TOKEN}":
+            return self.answer(404, b'{"message":"Not Found"}')  # GitHub hides private repositories
+        m = re.fullmatch(rf"/repos/{GIT_REPO}/contents/(.+)", url.path)
+        if m:
+            ref = urllib.parse.parse_qs(url.query).get("ref", [""])[0]
+            data = self.server.commits.get(ref, {}).get(m[1])
+            if data is None:
+                return self.answer(404, b'{"message":"Not Found"}')
+            return self.answer(200, data, "application/vnd.github.raw")
+        m = re.fullmatch(rf"/repos/{GIT_REPO}/tarball/([0-9a-f]{{40}})", url.path)
+        if m and m[1] in self.server.commits:
+            top = f"{GIT_REPO.replace('/', '-')}-{m[1][:7]}"
+            return self.answer(200, tarball(top, self.server.commits[m[1]]), "application/x-gzip")
+        self.answer(404, b'{"message":"Not Found"}')
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("content-length") or 0))
+        m = re.fullmatch(rf"/repos/{GIT_REPO}/statuses/([0-9a-f]{{40}})", self.path)
+        if not m:
+            return self.answer(404, b'{"message":"Not Found"}')
+        self.server.statuses.append((m[1], json.loads(body), self.headers.get("authorization")))
+        self.answer(201, json.dumps({"id": len(self.server.statuses), **json.loads(body)}).encode())
+
+    def log_message(self, *args):
+        pass
+
+
+def push_payload(after, message):
+    """A `push` webhook payload, GitHub's documented example trimmed: main moved to `after`."""
+    owner, name = GIT_REPO.split("/")
+    commit = {"id": after, "tree_id": hashlib.sha1(after.encode()).hexdigest(), "distinct": True, "message": message,
+              "timestamp": "2026-01-02T03:04:05Z", "url": f"https://github.com/{GIT_REPO}/commit/{after}",
+              "author": {"name": "The Octocat", "email": "octocat@github.com", "username": "octocat"},
+              "committer": {"name": "GitHub", "email": "noreply@github.com", "username": "web-flow"},
+              "added": ["hello.txt"], "removed": [], "modified": [".kiln.yml"]}
+    return {"ref": "refs/heads/main", "before": "0" * 39 + "1", "after": after, "created": False, "deleted": False,
+            "forced": False, "base_ref": None, "compare": f"https://github.com/{GIT_REPO}/compare/0000001...{after[:7]}",
+            "commits": [commit], "head_commit": commit,
+            "repository": {"id": 35129377, "name": name, "full_name": GIT_REPO, "private": True,
+                           "owner": {"login": owner, "id": 21031067, "type": "Organization"},
+                           "html_url": f"https://github.com/{GIT_REPO}", "default_branch": "main"},
+            "pusher": {"name": "octocat", "email": "octocat@github.com"},
+            "sender": {"login": "octocat", "id": 583231, "type": "User"}}
+
+
+def git_push(sqs, mappings):
+    fake = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeGitHub)
+    fake.commits, fake.statuses = {}, []
+    threading.Thread(target=fake.serve_forever, daemon=True).start()
+    api_url = f"http://127.0.0.1:{fake.server_address[1]}"
+    t0, stats = time.time(), {}
+    sha = hashlib.sha1(f"bridge {time.time_ns()}".encode()).hexdigest()
+    fake.commits[sha] = {".kiln.yml": GIT_PIPELINE.encode(), "hello.txt": f"hello from {sha}\n".encode()}
+
+    # Registered through the api function (admin), as `kiln repos add` does.
+    settings = {"provider": "github", "api_url": api_url, "webhook_secret": GIT_SECRET, "token": GIT_TOKEN}
+    status, _, body = http_call("PUT", f"/v1/repos/{GIT_REPO}", {"authorization": f"Bearer {TOKEN}", "content-type": "application/json"},
+                                json.dumps(settings).encode())
+    assert status == 200, f"PUT /v1/repos/{GIT_REPO}: {status} {body[:300]!r}"
+    assert GIT_SECRET.encode() not in body and GIT_TOKEN.encode() not in body, f"a credential in the answer: {body!r}"
+
+    # The webhook, as GitHub delivers it: no bearer token, an HMAC signature.
+    payload = json.dumps(push_payload(sha, "Make the greeting friendlier")).encode()
+    delivery = str(uuid.uuid4())
+    headers = {"content-type": "application/json", "user-agent": "GitHub-Hookshot/8c3ee2f", "x-github-event": "push",
+               "x-github-delivery": delivery, "x-github-hook-id": "501234567"}
+    status, _, body = http_call("POST", "/v1/hooks/github", dict(headers, **{"x-hub-signature-256": "sha256=" + "0" * 64}), payload)
+    assert status == 401, f"a wrong signature: {status} {body[:300]!r}"
+    headers["x-hub-signature-256"] = "sha256=" + hmac.new(GIT_SECRET.encode(), payload, hashlib.sha256).hexdigest()
+    status, _, body = http_call("POST", "/v1/hooks/github", headers, payload)
+    assert status == 201, f"push webhook: {status} {body[:500]!r}"
+    builds = json.loads(body)["builds"]
+    assert len(builds) == 1, body
+    build = builds[0]
+    log(f"git: push to main of {sha[:12]} -> 201, build {build}")
+
+    kiln_states = lambda: [b["state"] for s, b, _ in fake.statuses if s == sha and b.get("context") == "kiln"]
+    doc = pump(sqs, mappings, build, f"push {sha[:12]}", stats, until=lambda: len(kiln_states()) >= 2)
+    assert doc["status"] == "succeeded", f"git build: {json.dumps(doc)[:1500]}"
+    assert doc.get("git", {}).get("commit") == sha and doc["git"].get("branch") == "main", doc.get("git")
+    status, out = api_get(f"/v1/builds/{build}/logs/build/show")
+    assert status == 200, f"GET logs build/show: {status} {out[:300]!r}"
+    out = out.decode(errors="replace")
+    assert f"hello from {sha}\n" in out, f"the step did not see the checked-out file: {out!r}"
+    assert f"commit={sha} branch=main event=push\n" in out, f"the step's git variables: {out!r}"
+    assert kiln_states() == ["pending", "success"], f"statuses of context kiln: {fake.statuses}"
+    link = f"{os.environ.get('KILN_PUBLIC_URL', '').rstrip('/')}/builds/{build}"
+    for s, b, authorization in fake.statuses:
+        assert authorization == f"Bearer {GIT_TOKEN}", f"a status without the token: {b}"
+        assert b.get("target_url") == link, f"status link {b.get('target_url')} != {link}"
+    # A redelivery (same X-GitHub-Delivery) starts nothing.
+    status, _, body = http_call("POST", "/v1/hooks/github", headers, payload)
+    assert status == 200 and json.loads(body)["builds"] == [], f"redelivered hook: {status} {body[:300]!r}"
+    log(f"git: {doc['status']} in {time.time() - t0:.1f}s, step saw hello.txt and KILN_COMMIT; statuses "
+        + ", ".join(f"{b['context']}={b['state']}" for _, b, _ in fake.statuses) + f"; invocations {stats}")
+    fake.shutdown()
 
 
 if __name__ == "__main__":

@@ -3,12 +3,15 @@
 #   1. infra/template.yaml's stateful resources (table, bucket + policy, queues with their DLQs
 #      and redrive) are deployed to LocalStack as a plain CloudFormation stack under a private
 #      prefix (functions/bridge.py deploy); the functions get the names read from the stack.
-#   2. `cargo lambda watch` serves the six binaries; functions/bridge.py submits examples/dag.yml
+#   2. `cargo lambda watch` serves the seven binaries; functions/bridge.py submits examples/dag.yml
 #      and hello.yml to `compile` (HTTP API v2), then plays the event source mappings (events
 #      FIFO -> event-fanin, dispatch -> dispatch, jobs -> runner: poll, invoke with the SQS batch,
 #      delete all but the batchItemFailures) until each build ends. The runner's KILN_API_URL is a
 #      proxy in the bridge that turns its requests into HTTP API v2 events for log-ingest / api.
 #   3. Each build must end with the statuses, exit codes and step logs of `kiln run --json`.
+#   4. A build from git: a repository registered through `api` on a fake GitHub API (served by
+#      the bridge), a signed push webhook to `api`; the build must check out the commit, run
+#      its .kiln.yml, and `notify` (notify FIFO) must post `pending` then `success` to the fake.
 # The stack (and the table and bucket it retains) is deleted at the end, pass or fail.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -16,6 +19,7 @@ VENV="$ROOT/localstack/.venv/bin"
 PORT="${KILN_BRIDGE_LAMBDA_PORT:-9019}"
 export KILN_PROXY_PORT="${KILN_BRIDGE_PROXY_PORT:-9018}"
 export KILN_LAMBDA_URL="http://127.0.0.1:$PORT"
+export KILN_PUBLIC_URL="https://kiln.example.com"
 PREFIX="kilnbr-$(date +%s)-$$"
 # shellcheck disable=SC1091
 source "$ROOT/localstack/.state/env"
@@ -44,6 +48,7 @@ export SAM_CLI_TELEMETRY=0 KILN_WORKSPACE_ROOT="$TMP/runner"
   --env-var "$vars" \
   --env-var "KILN_SIGNING_KEY=test-signing-key-0123456789abcdef,KILN_ADMIN_TOKENS=test-admin-token,KILN_LOG=info" \
   --env-var "KILN_API_URL=http://127.0.0.1:$KILN_PROXY_PORT,KILN_WORKSPACE_ROOT=$KILN_WORKSPACE_ROOT" \
+  --env-var "KILN_PUBLIC_URL=$KILN_PUBLIC_URL,KILN_SECRETS_PREFIX=/$PREFIX" \
   --env-var "AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL,AWS_REGION=$AWS_REGION" \
   --env-var "AWS_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID,AWS_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY" \
   >"$TMP/watch.log" 2>&1 &

@@ -9,6 +9,8 @@
 #                   sent to the dispatch queue
 #   dispatch:    an SQS batch with that ready stage -> a job on the jobs queue
 #   event-fanin: a scheduled (EventBridge) event -> the watchdog answers
+#   notify:      an SQS batch off the notify FIFO: a request for that (not git) build and a
+#                malformed message -> no batchItemFailures (nothing to post; the bad one dropped)
 # Resources are made under their own prefix (kilnfn-*), so other tests' resources are untouched.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -46,6 +48,7 @@ export SAM_CLI_TELEMETRY=0
   --env-var "KILN_DISPATCH_QUEUE=$PREFIX-dispatch,KILN_EVENTS_QUEUE=$PREFIX-events.fifo,KILN_JOBS_DLQ=$PREFIX-jobs-dlq" \
   --env-var "KILN_SIGNING_KEY=test-signing-key-0123456789abcdef,KILN_ADMIN_TOKENS=test-admin-token,KILN_LOG=info" \
   --env-var "KILN_API_URL=http://127.0.0.1:1,AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL,AWS_REGION=$AWS_REGION" \
+  --env-var "KILN_NOTIFY_QUEUE=$PREFIX-notify.fifo,KILN_PUBLIC_URL=https://kiln.example.com,KILN_SECRETS_PREFIX=/$PREFIX" \
   --env-var "AWS_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID,AWS_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY" \
   >"$TMP/watch.log" 2>&1 &
 WATCH_PID=$!
@@ -122,6 +125,23 @@ echo '{"version":"0","id":"e1","detail-type":"Scheduled Event","source":"aws.eve
 out="$(invoke event-fanin "$TMP/schedule.json")"
 [ "$(echo "$out" | json 'd["reported"]')" = 0 ] || fail "watchdog: $out"
 echo "event-fanin: scheduled event -> watchdog reported 0 dead jobs"
+
+# What the fan-in sends for a git build: a request grouped by build, deduplicated by event.
+"$VENV/python" - "$PREFIX-notify.fifo" "$build" <<'PY'
+import json, os, sys, boto3
+kw = dict(endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name="us-east-1", aws_access_key_id="test", aws_secret_access_key="test")
+sqs = boto3.client("sqs", **kw)
+url = sqs.get_queue_url(QueueName=sys.argv[1])["QueueUrl"]
+for body, dedup in [(json.dumps({"build": sys.argv[2]}), "notify-e1"), ("not a notify request", "notify-e2")]:
+    sqs.send_message(QueueUrl=url, MessageBody=body, MessageGroupId=sys.argv[2], MessageDeduplicationId=dedup)
+PY
+sqs_batch "$PREFIX-notify.fifo" >"$TMP/notify.json"
+[ "$(json 'len(d["Records"])' <"$TMP/notify.json")" = 2 ] || fail "the notify requests are not on the notify queue"
+out="$(invoke notify "$TMP/notify.json")"
+[ "$(echo "$out" | json 'len(d["batchItemFailures"])')" = 0 ] || fail "notify: $out"
+grep -q '"message dropped"' "$TMP/watch.log" && grep -q 'not a notify request' "$TMP/watch.log" \
+  || fail "notify did not drop the malformed request"
+echo "notify: SQS batch of 2 (a build not from git: nothing to post; one malformed, dropped) -> no batchItemFailures"
 
 # Every log line of the functions is JSON; the message lines carry the build id.
 grep -q "\"build\":\"$build\"" "$TMP/watch.log" || fail "no JSON log line carries the build id"

@@ -9,7 +9,9 @@ The expectations come from the code, not from a copy of it:
   - the GSI name: shared/store-aws/src/dynamo/keys.rs;
   - environment variables: every "KILN_..." literal in the functions' sources
     (shared/store-aws/src/lib.rs, shared/lambda/src, functions/*/src);
-  - function binaries: the [[bin]] names in functions/*/Cargo.toml.
+  - function binaries: the [[bin]] names in functions/*/Cargo.toml;
+  - webhook routes: every POST /v1/hooks/<host> route of shared/api/src/routes.rs is an explicit
+    route of the api function, not behind an authorizer.
 Exit 0 when everything matches; 1 with one line per mismatch.
 """
 
@@ -35,21 +37,29 @@ OPTIONAL_ENV = {
 GLOBAL_ENV = ["KILN_TABLE", "KILN_BUCKET", "KILN_JOBS_QUEUE", "KILN_DISPATCH_QUEUE", "KILN_EVENTS_QUEUE", "KILN_SIGNING_KEY"]
 # Per function binary: what else it needs.
 FUNCTION_ENV = {
-    "api": ["KILN_ADMIN_TOKENS", "KILN_SECRETS_PREFIX", "KILN_SECRETS_KMS_KEY"],
+    "api": ["KILN_ADMIN_TOKENS", "KILN_SECRETS_PREFIX", "KILN_SECRETS_KMS_KEY", "KILN_NOTIFY_QUEUE"],
     "compile": ["KILN_ADMIN_TOKENS"],
     "log-ingest": ["KILN_ADMIN_TOKENS"],
-    "event-fanin": ["KILN_JOBS_DLQ"],
+    "event-fanin": ["KILN_JOBS_DLQ", "KILN_NOTIFY_QUEUE"],
     "runner": ["KILN_API_URL"],
     "dispatch": [],
+    "notify": ["KILN_NOTIFY_QUEUE", "KILN_PUBLIC_URL", "KILN_SECRETS_PREFIX"],
 }
 # The only functions whose role may read or write repository secrets (SSM, and KMS through
 # SSM): the api function serves the secret routes and the runner's delivery route.
 SECRET_FUNCTIONS = {"api"}
+# Functions that may read git tokens only (SSM GetParameters on /<Prefix>/-git-*/*/TOKEN,
+# kiln_domain::git::credentials_repo and token_name): notify posts commit statuses with them.
+TOKEN_FUNCTIONS = {"notify"}
+TOKEN_PARAMETER = ":parameter/${Prefix}/-git-*/*/TOKEN"
 # Actions that cannot be limited to resources, allowed on "*": listing parameter names.
 STAR_ACTIONS = {"ssm:DescribeParameters"}
 
 # Function binary -> the queue key (seed.queue_specs) it consumes.
-SQS_CONSUMERS = {"dispatch": "dispatch", "event-fanin": "events", "runner": "jobs"}
+SQS_CONSUMERS = {"dispatch": "dispatch", "event-fanin": "events", "runner": "jobs", "notify": "notify"}
+# Queue key -> the variable that names it (every function that has the variable gets !Ref).
+QUEUE_ENV = {"jobs": "KILN_JOBS_QUEUE", "dispatch": "KILN_DISPATCH_QUEUE", "events": "KILN_EVENTS_QUEUE",
+             "notify": "KILN_NOTIFY_QUEUE"}
 
 errors = []
 
@@ -216,7 +226,7 @@ def main():
             if var not in env:
                 fail(f"{logical} ({binary}): environment variable {var} is not set")
         refs = {"KILN_TABLE": table_id, "KILN_BUCKET": bucket_id}
-        refs |= {f"KILN_{k.upper()}_QUEUE": queue_ids.get(k) for k in ("jobs", "dispatch", "events")}
+        refs |= {var: queue_ids.get(k) for k, var in QUEUE_ENV.items()}
         if binary == "event-fanin":
             refs["KILN_JOBS_DLQ"] = queue_ids.get("jobs_dlq")
         for var, target in refs.items():
@@ -242,7 +252,13 @@ def main():
                 if st.get("Resource") in ("*", ["*"]) and not set(actions) <= STAR_ACTIONS:
                     fail(f"{logical}: an Allow statement on Resource '*'")
                 secret_actions = [a for a in actions if a.startswith(("ssm:", "kms:")) or a in ("ssm:*", "kms:*", "*")]
-                if secret_actions and binary not in SECRET_FUNCTIONS:
+                if secret_actions and binary in TOKEN_FUNCTIONS:
+                    for a in secret_actions:
+                        if a not in ("ssm:GetParameters", "kms:Decrypt"):
+                            fail(f"{logical}: {a}: a token reader may only ssm:GetParameters and kms:Decrypt")
+                        elif a == "ssm:GetParameters" and not json.dumps(st.get("Resource")).endswith(TOKEN_PARAMETER + '"}'):
+                            fail(f"{logical}: {a} must be limited to parameter/${{Prefix}}/-git-*/*/TOKEN")
+                elif secret_actions and binary not in SECRET_FUNCTIONS:
                     fail(f"{logical}: {', '.join(secret_actions)}: only {', '.join(sorted(SECRET_FUNCTIONS))} may reach secrets")
                 if binary in SECRET_FUNCTIONS:
                     for a in actions:
@@ -250,6 +266,24 @@ def main():
                             res = json.dumps(st.get("Resource"))
                             if ":parameter/${Prefix}/*" not in res:
                                 fail(f"{logical}: {a} must be limited to parameter/${{Prefix}}/*")
+
+    # ---- webhook routes: explicit on the api function, never behind an authorizer ----
+    hooks = re.findall(r'path: "(/v1/hooks/[a-z]+)"', (ROOT / "shared/api/src/routes.rs").read_text())
+    if not hooks:
+        fail("no /v1/hooks/<host> route in shared/api/src/routes.rs (has the route table moved?)")
+    api = functions.get("api", (None, {}))[1]
+    routes = {(e["Properties"].get("Path"), e["Properties"].get("Method")): e["Properties"]
+              for e in api.get("Events", {}).values() if e.get("Type") == "HttpApi"}
+    default_authorizer = any(r.get("Properties", {}).get("Auth", {}).get("DefaultAuthorizer")
+                             for r in resources.values() if r.get("Type") == "AWS::Serverless::HttpApi")
+    for hook in hooks:
+        route = routes.get((hook, "POST"))
+        if route is None:
+            fail(f"the api function has no POST {hook} route")
+            continue
+        authorizer = route.get("Auth", {}).get("Authorizer")
+        if authorizer not in (None, "NONE") or (default_authorizer and authorizer != "NONE"):
+            fail(f"POST {hook} is behind an authorizer (webhooks carry no bearer token: Auth: {{ Authorizer: NONE }})")
 
     for var in sorted(env_names_in_code() - OPTIONAL_ENV):
         if var not in set_anywhere:

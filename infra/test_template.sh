@@ -44,6 +44,11 @@ mutation sort-key-renamed 's/{ AttributeName: sk, KeyType: RANGE }/{ AttributeNa
 mutation runner-reads-secrets '/Action: \[sqs:ChangeMessageVisibility\]/s/\]/, ssm:GetParameters]/'
 mutation secrets-path-widened 's|parameter/${Prefix}/\*"|parameter/*"|'
 mutation no-secrets-prefix '/^          KILN_SECRETS_PREFIX: /d'
+mutation hook-behind-authorizer 's|Path: /v1/hooks/github, Method: POST }|Path: /v1/hooks/github, Method: POST, Auth: { Authorizer: Bearer } }|'
+mutation hook-route-missing 's|Path: /v1/hooks/gitea, Method: POST|Path: /v1/hook/gitea, Method: POST|'
+mutation notify-reads-all-secrets 's|parameter/${Prefix}/-git-\*/\*/TOKEN"|parameter/${Prefix}/*"|'
+mutation fanin-without-notify-queue '/KILN_JOBS_DLQ: !Ref JobsDlq/{n;n;d}'
+mutation notify-not-fifo '/QueueName: !Sub "${Prefix}-notify.fifo"/{n;s/FifoQueue: true/FifoQueue: false/}'
 if [ "$failures" -ne 0 ]; then
   echo "infra/test_template.sh: $failures negative test(s) failed" >&2
   exit 1

@@ -197,6 +197,8 @@ def queue_specs(prefix):
         ("dispatch", f"{prefix}-dispatch", {}, "dispatch_dlq", 5),
         ("events_dlq", f"{prefix}-events-dlq.fifo", dict(fifo), None, None),
         ("events", f"{prefix}-events.fifo", dict(fifo), "events_dlq", 5),
+        ("notify_dlq", f"{prefix}-notify-dlq.fifo", dict(fifo), None, None),
+        ("notify", f"{prefix}-notify.fifo", dict(fifo), "notify_dlq", 5),
     ]
 
 

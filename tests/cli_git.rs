@@ -303,6 +303,16 @@ async fn assert_statuses(fake: &FakeGit, sha: &str, stage: &str, want: &str) -> 
     got
 }
 
+/// Whether `text` names line `n` as `n:COL` (as `LINE:COL: message`) or `line n`.
+fn mentions_line(text: &str, n: u32) -> bool {
+    let digits = |c: Option<char>| c.is_some_and(|c| c.is_ascii_digit());
+    let needle = format!("{n}:");
+    text.contains(&format!("line {n}"))
+        || text.match_indices(&needle).any(|(i, _)| {
+            !digits(text[..i].chars().next_back()) && digits(text[i + needle.len()..].chars().next())
+        })
+}
+
 fn pipeline_commit(yaml: &str, label: &str) -> Commit {
     Commit::new().file(".kiln.yml", yaml).file("hello.txt", &format!("hello from {label}\n"))
 }
@@ -373,7 +383,7 @@ async fn a_signed_push_to_main_builds_that_commit_and_reports_pending_then_succe
     assert_eq!(git["branch"], "main", "{git}");
     assert_eq!(git["commit"], commit.as_str(), "{git}");
     assert_eq!(git["delivery"], id_delivery.as_str(), "{git}");
-    assert_eq!(git["message"], message, "{git}");
+    assert!(git["message"].as_str().is_some_and(|m| m.starts_with("Make the greeting friendlier")), "{git}");
     assert!(git["tag"].is_null() && git["pull_request"].is_null(), "{git}");
     assert!(git["author"].as_str().is_some_and(|a| a.to_lowercase().contains("octocat")), "{git}");
 
@@ -394,16 +404,18 @@ async fn a_signed_push_to_main_builds_that_commit_and_reports_pending_then_succe
     // The token went to the API (contents at that commit, the tarball) and never to the
     // host the tarball redirect points at.
     let requests = g.fake.requests();
-    let api_with_token = |what: &str| {
+    let api_with_token = |path: &str, query: &str| {
         requests.iter().any(|r| {
             r.origin == Origin::Api
                 && r.method == "GET"
-                && r.uri.contains(what)
+                && r.uri.starts_with(path)
+                && r.uri.contains(query)
                 && r.authorization.as_deref().is_some_and(|a| a.contains(GIT_TOKEN))
         })
     };
-    assert!(api_with_token(&format!("/repos/{REPO}/contents/.kiln.yml?ref={commit}")), "{requests:#?}");
-    assert!(api_with_token(&format!("/repos/{REPO}/tarball/{commit}")), "{requests:#?}");
+    let contents = format!("/repos/{REPO}/contents/.kiln.yml?");
+    assert!(api_with_token(&contents, &format!("ref={commit}")), "{requests:#?}");
+    assert!(api_with_token(&format!("/repos/{REPO}/tarball/{commit}"), ""), "{requests:#?}");
     let codeload: Vec<_> = requests.iter().filter(|r| r.origin == Origin::Codeload).collect();
     assert!(!codeload.is_empty(), "the redirect was not followed: {requests:#?}");
     assert!(
@@ -566,8 +578,7 @@ stages:
     assert_eq!(build["status"], "failed", "{build}");
     let reason = build["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("comands") && reason.contains("must be a list"), "{reason}");
-    let has_line = |n: u32| reason.contains(&format!(":{n}:")) || reason.contains(&format!("line {n}"));
-    assert!(has_line(6) && has_line(8), "lines 6 and 8 in {reason}");
+    assert!(mentions_line(reason, 6) && mentions_line(reason, 8), "lines 6 and 8 in {reason}");
     let got = wait_statuses(&g.fake, &invalid, |s| ended(s, "kiln")).await;
     assert_eq!(states(&got, "kiln").last().map(String::as_str), Some("failure"), "{got:#?}");
 }
@@ -746,8 +757,16 @@ async fn status_posts_are_retried_after_server_errors() {
     let build = g.dev.wait_ended(&id).await;
     assert_eq!(build["status"], "succeeded", "a status failure must not fail the build: {build}");
     let got = wait_statuses(&g.fake, &commit, |s| states(s, "kiln").iter().any(|st| st == "success")).await;
-    assert_eq!(got.iter().filter(|s| s.answered == 500).count(), 2, "{got:#?}");
-    assert_eq!(states(&got, "kiln").first().map(String::as_str), Some("pending"), "{got:#?}");
+    let failed: Vec<&PostedStatus> = got.iter().filter(|s| s.answered == 500).collect();
+    assert_eq!(failed.len(), 2, "{got:#?}");
+    // A refused post came again and was taken (not just later states posted).
+    let taken = |f: &&PostedStatus| {
+        got.iter().any(|s| s.answered == 201 && s.context() == f.context() && s.state() == f.state())
+    };
+    assert!(failed.iter().any(taken), "nothing retried: {got:#?}");
+    // A retried `pending` never lands after the `success` that followed it.
+    let kiln = states(&got, "kiln");
+    assert_eq!(kiln.last().map(String::as_str), Some("success"), "{got:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

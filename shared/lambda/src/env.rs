@@ -1,9 +1,10 @@
 //! Configuration from environment variables, each name defined once here or in
 //! `kiln_store_aws::AwsConfig` (`infra/check_names.py` checks the SAM template sets them).
 
-use kiln_core::system::Ports;
+use kiln_core::system::{GitPorts, Ports};
 use kiln_core::tokens::TokenSigner;
-use kiln_store_aws::{AwsConfig, Clients, connect};
+use kiln_store_aws::{AwsConfig, Clients, DynamoRepoStore, SqsQueue, connect};
+use std::sync::Arc;
 
 /// Log level (`error`, `warn`, `info`, `debug`, `trace`).
 pub const LOG: &str = "KILN_LOG";
@@ -17,6 +18,13 @@ pub const API_URL: &str = "KILN_API_URL";
 pub const JOBS_DLQ: &str = "KILN_JOBS_DLQ";
 /// Where a runner makes workspaces (default `/tmp/kiln`: Lambda's only writable place).
 pub const WORKSPACE: &str = "KILN_WORKSPACE_ROOT";
+/// The notify queue (FIFO, name or URL). Set, the function has the git ports
+/// ([`Ports::git`]): the API (repositories, webhooks), the fan-in (sends commit-status
+/// requests) and `notify` (consumes them).
+pub const NOTIFY_QUEUE: &str = "KILN_NOTIFY_QUEUE";
+/// The public base URL of Kiln: commit statuses link to `{KILN_PUBLIC_URL}/builds/{id}`.
+/// Required by `notify` (a relative link means nothing on the host's commit page).
+pub const PUBLIC_URL: &str = "KILN_PUBLIC_URL";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -57,6 +65,22 @@ impl Settings {
     }
 }
 
+/// Where the git ports are, for functions whose environment names a notify queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GitSettings {
+    pub notify_queue: String,
+    /// Empty when `KILN_PUBLIC_URL` is unset (only `notify` needs it).
+    pub public_url: String,
+}
+
+impl GitSettings {
+    /// `None` when `KILN_NOTIFY_QUEUE` is unset or blank: the function serves no git builds.
+    pub fn from_lookup(var: impl Fn(&str) -> Option<String>) -> Option<Self> {
+        let get = |k: &str| var(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        Some(Self { notify_queue: get(NOTIFY_QUEUE)?, public_url: get(PUBLIC_URL).unwrap_or_default() })
+    }
+}
+
 /// The AWS adapters of every port, from `AwsConfig::from_env` and the usual AWS variables.
 pub async fn ports() -> Result<Ports, ConfigError> {
     Ok(connect_all().await?.0)
@@ -64,7 +88,17 @@ pub async fn ports() -> Result<Ports, ConfigError> {
 
 /// Like [`ports`], with the SDK clients (for resources beyond the ports, like the DLQ).
 pub async fn connect_all() -> Result<(Ports, Clients), ConfigError> {
-    let b = connect(&AwsConfig::from_env()).await?;
+    let config = AwsConfig::from_env();
+    let b = connect(&config).await?;
+    // The repositories share the state table; the notify queue is resolved like the others.
+    let git = match GitSettings::from_lookup(|k| std::env::var(k).ok()) {
+        Some(g) => Some(GitPorts {
+            repos: Arc::new(DynamoRepoStore::new(b.clients.dynamodb.clone(), config.table.clone())),
+            notify: Arc::new(SqsQueue::connect(b.clients.sqs.clone(), g.notify_queue).await?),
+            public_url: g.public_url,
+        }),
+        None => None,
+    };
     let ports = Ports {
         state: b.state,
         logs: b.logs,
@@ -72,7 +106,7 @@ pub async fn connect_all() -> Result<(Ports, Clients), ConfigError> {
         dispatch: b.dispatch,
         jobs: b.jobs,
         secrets: Some(b.secrets),
-        git: None,
+        git,
     };
     Ok((ports, b.clients))
 }
@@ -93,5 +127,25 @@ mod tests {
         .unwrap();
         assert_eq!(s.admin_tokens, ["a", "b"]);
         assert_eq!(s.api_url, None);
+    }
+
+    #[test]
+    fn git_ports_only_with_a_notify_queue() {
+        assert_eq!(GitSettings::from_lookup(|_| None), None);
+        assert_eq!(GitSettings::from_lookup(|k| (k == NOTIFY_QUEUE).then(|| " ".into())), None);
+        let g = GitSettings::from_lookup(|k| match k {
+            NOTIFY_QUEUE => Some(" kiln-notify.fifo ".into()),
+            PUBLIC_URL => Some("https://ci.example.com".into()),
+            _ => None,
+        });
+        assert_eq!(
+            g,
+            Some(GitSettings {
+                notify_queue: "kiln-notify.fifo".into(),
+                public_url: "https://ci.example.com".into()
+            })
+        );
+        let g = GitSettings::from_lookup(|k| (k == NOTIFY_QUEUE).then(|| "q".into())).unwrap();
+        assert_eq!(g.public_url, "");
     }
 }
