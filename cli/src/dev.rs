@@ -4,7 +4,7 @@ use kiln_api::auth::Auth;
 use kiln_api::client::HttpSinks;
 use kiln_api::{AppState, router};
 use kiln_core::runner::StepEnvPolicy;
-use kiln_core::system::{Ports, System, SystemConfig};
+use kiln_core::system::{GitPorts, Ports, System, SystemConfig};
 use kiln_core::tokens::TokenSigner;
 use kiln_store::Queue;
 use std::future::IntoFuture;
@@ -47,7 +47,12 @@ async fn ports(backend: Backend, data_dir: &Path) -> Result<(Ports, Option<Arc<d
                 dispatch: aws.dispatch,
                 jobs: aws.jobs,
                 secrets: Some(aws.secrets),
-                git: None,
+                // With KILN_NOTIFY_QUEUE: repositories, webhooks and commit statuses.
+                git: aws.notify.map(|notify| GitPorts {
+                    repos: aws.repos,
+                    notify,
+                    public_url: String::new(),
+                }),
             };
             (ports, dlq)
         }

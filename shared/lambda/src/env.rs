@@ -3,8 +3,7 @@
 
 use kiln_core::system::{GitPorts, Ports};
 use kiln_core::tokens::TokenSigner;
-use kiln_store_aws::{AwsConfig, Clients, DynamoRepoStore, SqsQueue, connect};
-use std::sync::Arc;
+use kiln_store_aws::{AwsConfig, Clients, connect};
 
 /// Log level (`error`, `warn`, `info`, `debug`, `trace`).
 pub const LOG: &str = "KILN_LOG";
@@ -21,7 +20,7 @@ pub const WORKSPACE: &str = "KILN_WORKSPACE_ROOT";
 /// The notify queue (FIFO, name or URL). Set, the function has the git ports
 /// ([`Ports::git`]): the API (repositories, webhooks), the fan-in (sends commit-status
 /// requests) and `notify` (consumes them).
-pub const NOTIFY_QUEUE: &str = "KILN_NOTIFY_QUEUE";
+pub const NOTIFY_QUEUE: &str = kiln_store_aws::NOTIFY_QUEUE_VAR;
 /// The public base URL of Kiln: commit statuses link to `{KILN_PUBLIC_URL}/builds/{id}`.
 /// Required by `notify` (a relative link means nothing on the host's commit page).
 pub const PUBLIC_URL: &str = "KILN_PUBLIC_URL";
@@ -65,22 +64,6 @@ impl Settings {
     }
 }
 
-/// Where the git ports are, for functions whose environment names a notify queue.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GitSettings {
-    pub notify_queue: String,
-    /// Empty when `KILN_PUBLIC_URL` is unset (only `notify` needs it).
-    pub public_url: String,
-}
-
-impl GitSettings {
-    /// `None` when `KILN_NOTIFY_QUEUE` is unset or blank: the function serves no git builds.
-    pub fn from_lookup(var: impl Fn(&str) -> Option<String>) -> Option<Self> {
-        let get = |k: &str| var(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
-        Some(Self { notify_queue: get(NOTIFY_QUEUE)?, public_url: get(PUBLIC_URL).unwrap_or_default() })
-    }
-}
-
 /// The AWS adapters of every port, from `AwsConfig::from_env` and the usual AWS variables.
 pub async fn ports() -> Result<Ports, ConfigError> {
     Ok(connect_all().await?.0)
@@ -90,15 +73,9 @@ pub async fn ports() -> Result<Ports, ConfigError> {
 pub async fn connect_all() -> Result<(Ports, Clients), ConfigError> {
     let config = AwsConfig::from_env();
     let b = connect(&config).await?;
-    // The repositories share the state table; the notify queue is resolved like the others.
-    let git = match GitSettings::from_lookup(|k| std::env::var(k).ok()) {
-        Some(g) => Some(GitPorts {
-            repos: Arc::new(DynamoRepoStore::new(b.clients.dynamodb.clone(), config.table.clone())),
-            notify: Arc::new(SqsQueue::connect(b.clients.sqs.clone(), g.notify_queue).await?),
-            public_url: g.public_url,
-        }),
-        None => None,
-    };
+    // Builds from git when the notify queue is configured (`KILN_NOTIFY_QUEUE`).
+    let public_url = std::env::var(PUBLIC_URL).map(|v| v.trim().to_string()).unwrap_or_default();
+    let git = b.notify.clone().map(|notify| GitPorts { repos: b.repos.clone(), notify, public_url });
     let ports = Ports {
         state: b.state,
         logs: b.logs,
@@ -127,25 +104,5 @@ mod tests {
         .unwrap();
         assert_eq!(s.admin_tokens, ["a", "b"]);
         assert_eq!(s.api_url, None);
-    }
-
-    #[test]
-    fn git_ports_only_with_a_notify_queue() {
-        assert_eq!(GitSettings::from_lookup(|_| None), None);
-        assert_eq!(GitSettings::from_lookup(|k| (k == NOTIFY_QUEUE).then(|| " ".into())), None);
-        let g = GitSettings::from_lookup(|k| match k {
-            NOTIFY_QUEUE => Some(" kiln-notify.fifo ".into()),
-            PUBLIC_URL => Some("https://ci.example.com".into()),
-            _ => None,
-        });
-        assert_eq!(
-            g,
-            Some(GitSettings {
-                notify_queue: "kiln-notify.fifo".into(),
-                public_url: "https://ci.example.com".into()
-            })
-        );
-        let g = GitSettings::from_lookup(|k| (k == NOTIFY_QUEUE).then(|| "q".into())).unwrap();
-        assert_eq!(g.public_url, "");
     }
 }

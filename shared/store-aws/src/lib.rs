@@ -19,7 +19,7 @@ pub use ssm::SsmSecretStore;
 
 use aws_config::BehaviorVersion;
 use kiln_domain::retry::Backoff;
-use kiln_store::{LogStore, Queue, SecretStore, StateStore};
+use kiln_store::{LogStore, Queue, RepoStore, SecretStore, StateStore};
 use std::sync::Arc;
 
 /// Where Kiln's resources are. Queue fields take a queue URL or a queue name (a name is
@@ -45,6 +45,9 @@ pub struct AwsConfig {
     /// The KMS key SecureString secrets are encrypted with (`KILN_SECRETS_KMS_KEY`, an id,
     /// ARN or alias); unset: SSM's AWS managed key (`alias/aws/ssm`).
     pub secrets_kms_key: Option<String>,
+    /// The commit-status queue, FIFO (`KILN_NOTIFY_QUEUE`); unset: builds from git are not
+    /// served (no repository store, no webhooks).
+    pub notify_queue_url: Option<String>,
 }
 
 impl Default for AwsConfig {
@@ -58,6 +61,7 @@ impl Default for AwsConfig {
             s3_express_append: false,
             secrets_prefix: "/kiln".to_string(),
             secrets_kms_key: None,
+            notify_queue_url: None,
         }
     }
 }
@@ -86,9 +90,13 @@ impl AwsConfig {
             secrets_kms_key: var("KILN_SECRETS_KMS_KEY")
                 .map(|v| v.trim().to_string())
                 .filter(|v| !v.is_empty()),
+            notify_queue_url: var(NOTIFY_QUEUE_VAR).map(|v| v.trim().to_string()).filter(|v| !v.is_empty()),
         }
     }
 }
+
+/// The variable that names the commit-status queue ([`AwsConfig::notify_queue_url`]).
+pub const NOTIFY_QUEUE_VAR: &str = "KILN_NOTIFY_QUEUE";
 
 /// The SDK clients, from one shared configuration.
 #[derive(Debug, Clone)]
@@ -132,6 +140,10 @@ pub struct AwsBackend {
     pub events: Arc<dyn Queue>,
     /// SSM SecureString parameters under `secrets_prefix`.
     pub secrets: Arc<dyn SecretStore>,
+    /// Repositories' git settings and claims (the state table).
+    pub repos: Arc<dyn RepoStore>,
+    /// The commit-status queue, when `notify_queue_url` is set.
+    pub notify: Option<Arc<dyn Queue>>,
     pub clients: Clients,
 }
 
@@ -163,7 +175,13 @@ pub async fn connect_with(clients: Clients, config: &AwsConfig) -> Result<AwsBac
         config.secrets_prefix.clone(),
         config.secrets_kms_key.clone(),
     );
+    let notify = match &config.notify_queue_url {
+        Some(name) => Some(Arc::new(queue(name).await?) as Arc<dyn Queue>),
+        None => None,
+    };
     Ok(AwsBackend {
+        repos: Arc::new(DynamoRepoStore::new(clients.dynamodb.clone(), config.table.clone())),
+        notify,
         secrets: Arc::new(secrets),
         state: Arc::new(state),
         logs: Arc::new(logs),
@@ -250,8 +268,14 @@ mod tests {
             "KILN_S3_EXPRESS_APPEND" => Some("1".into()),
             "KILN_SECRETS_PREFIX" => Some("/acme/kiln".into()),
             "KILN_SECRETS_KMS_KEY" => Some(" alias/kiln ".into()),
+            "KILN_NOTIFY_QUEUE" => Some(" kiln-notify.fifo ".into()),
             _ => None,
         });
+        // Builds from git only with a notify queue; a blank one is none.
+        assert_eq!(c.notify_queue_url.as_deref(), Some("kiln-notify.fifo"));
+        assert_eq!(AwsConfig::default().notify_queue_url, None);
+        let blank = AwsConfig::from_lookup(|k| (k == NOTIFY_QUEUE_VAR).then(|| " ".into()));
+        assert_eq!(blank.notify_queue_url, None);
         assert_eq!(c.secrets_prefix, "/acme/kiln");
         assert_eq!(c.secrets_kms_key.as_deref(), Some("alias/kiln"));
         assert_eq!(AwsConfig::default().secrets_prefix, "/kiln");
