@@ -1083,3 +1083,29 @@ async fn a_signed_gitea_push_builds_and_reports_with_a_gitea_token() {
         fake.requests()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_message_delivered_twice_still_posts_each_status_once() {
+    // Every queue of this `kiln dev` (events, dispatch, jobs, commit statuses) delivers each
+    // message twice.
+    let fake = FakeGit::start(GIT_TOKEN).await;
+    let dev =
+        Dev::start_env(Scratch::new(), &[("KILN_PUBLIC_URL", PUBLIC_URL), ("KILN_TEST_REDELIVER", "1")]);
+    register(&dev, REPO, &fake.api_url, HOOK_SECRET).await;
+    let g = Git { dev, fake };
+    let commit = sha("twice");
+    g.fake.put_commit(
+        REPO,
+        &commit,
+        pipeline_commit(MAIN_ONLY, &commit).executable("tools/greet.sh", "#!/bin/sh\necho hi\n"),
+    );
+    let id = push_builds(&g, &delivery(), &push_payload("refs/heads/main", &commit, "twice")).await;
+    assert_eq!(g.dev.wait_ended(&id).await["status"], "succeeded");
+    let got = assert_statuses(&g.fake, &commit, "build", "success").await;
+    // Settle: a late duplicate would show up now.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let all: Vec<PostedStatus> = g.fake.statuses().into_iter().filter(|s| s.sha == commit).collect();
+    assert_eq!(states(&all, "kiln"), ["pending", "success"], "{all:#?}");
+    assert_eq!(states(&all, "kiln/build"), ["pending", "success"], "{all:#?}");
+    assert_eq!(got.len(), all.len(), "{all:#?}");
+}

@@ -65,10 +65,16 @@ async fn ports(backend: Backend, data_dir: &Path) -> Result<(Ports, Option<Arc<d
         fn build_of(body: &str) -> Option<String> {
             serde_json::from_str::<serde_json::Value>(body).ok()?["kilnbuild"].as_str().map(str::to_string)
         }
+        // Commit-status requests are grouped by build too.
+        fn notified(body: &str) -> Option<String> {
+            serde_json::from_str::<kiln_core::notify::NotifyRequest>(body).ok().map(|r| r.build.to_string())
+        }
+        let git = ports.git.clone().map(|g| GitPorts { notify: redeliver_once(g.notify, notified), ..g });
         let ports = Ports {
             events: redeliver_once(ports.events, build_of),
             dispatch: redeliver_once(ports.dispatch, |_| None),
             jobs: redeliver_once(ports.jobs, |_| None),
+            git,
             ..ports
         };
         return Ok((ports, dlq));
