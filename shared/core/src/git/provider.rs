@@ -424,7 +424,6 @@ async fn error_message(response: Response, token: Option<&str>) -> String {
     scrub(&truncate_chars(&text, 300), token)
 }
 
-
 /// Hosts do not echo tokens, but an error message must not carry one even if one did.
 fn scrub(message: &str, token: Option<&str>) -> String {
     match token {
