@@ -263,7 +263,8 @@ async fn running(dev: &Dev, yaml: &str) -> (String, String) {
         if step["status"] == "running" {
             return (id, format!("{}/{}", stage["name"].as_str().unwrap(), step["name"].as_str().unwrap()));
         }
-        assert!(started.elapsed() < HANG, "build {id} did not start: {b}");
+        let over = !matches!(b["status"].as_str(), Some("pending" | "running"));
+        assert!(!over && started.elapsed() < HANG, "build {id} did not start: {b}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -288,9 +289,24 @@ async fn the_web_ui_in_headless_chromium() {
 
     // A live log: the first line within 2.5 s of opening, before the second, which comes
     // without a reload; then the build's end.
+    // Two stages, so the graph has an edge: `talk` prints, sleeps 4 s, prints again.
     let (live, step) = running(
         &dev,
-        "version: \"1\"\nsteps:\n  - name: talk\n    commands:\n      - \"printf 'first line \\\\033[32mgreen\\\\033[0m\\\\n'\"\n      - sleep 4\n      - echo second line\n",
+        r#"version: "1"
+stages:
+  talk:
+    steps:
+      - name: say
+        commands:
+          - 'printf "first line \033[32mgreen\033[0m\n"'
+          - sleep 4
+          - echo second line
+  after:
+    needs: [talk]
+    steps:
+      - name: done
+        commands: ["echo '::kiln::event talked {}'"]
+"#,
     )
     .await;
     browser.goto(&format!("{ui}/builds/{live}")).await;
@@ -324,9 +340,31 @@ async fn the_web_ui_in_headless_chromium() {
         json!(true),
         "the page was reloaded"
     );
-    let graph = browser.js("return document.querySelectorAll('.graph .stage.s-succeeded').length").await;
-    assert_eq!(graph, json!(1), "the stage graph shows the stage succeeded");
+    browser
+        .until(
+            "both stages succeeded in the graph",
+            HANG,
+            "return document.querySelectorAll('.graph .stage.s-succeeded').length === 2",
+        )
+        .await;
+    let edges = browser.js("return document.querySelectorAll('.graph svg path').length").await;
+    assert_eq!(edges, json!(1), "the graph draws the `needs` edge");
+    browser
+        .until(
+            "the event history",
+            HANG,
+            "return [...document.querySelectorAll('.events td')].some(td => td.textContent === 'talked')",
+        )
+        .await;
     browser.screenshot(&shots().join("build.png")).await;
+    // At phone width: nothing wider than the screen.
+    browser.cmd(reqwest::Method::POST, "/window/rect", json!({ "width": 390, "height": 844 })).await;
+    let (fits, _) = browser
+        .until("the narrow layout", HANG, "return document.documentElement.scrollWidth <= window.innerWidth ? 'fits' : document.documentElement.scrollWidth + ' > ' + window.innerWidth")
+        .await;
+    assert_eq!(fits, json!("fits"), "the build page is wider than a phone");
+    browser.screenshot(&shots().join("build-phone.png")).await;
+    browser.cmd(reqwest::Method::POST, "/window/rect", json!({ "width": 1280, "height": 800 })).await;
 
     // Cancel from the page ends a 60 s step.
     let (long, _) = running(
