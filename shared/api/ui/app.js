@@ -864,8 +864,17 @@ async function buildPage(id, signal) {
     for (const v of order) v.stored(len.get(v.name)?.len || 0);
     const current = [...logsBox.children];
     if (current.length !== order.length || current.some((c, k) => c !== order[k].details)) logsBox.replaceChildren(...order.map((v) => v.details));
-    if (!init.userToggled && !init.details.open && !init.opened) { init.opened = true; init.open(); }
-    for (const v of order) if (v.pendingOpen) { v.pendingOpen = false; v.open(); }
+    if (!init.userToggled && !init.details.open && !init.opened) { init.opened = true; init.open(); init.start(); }
+    // A browser holds about six connections to one host, and each live log holds one: at
+    // most three open by themselves, so the page's own polls always get through.
+    for (const v of order) {
+      if (!v.pendingOpen) continue;
+      const live = [...views.values()].filter((x) => x.ctrl && !x.complete).length;
+      if (live >= 3) break;
+      v.pendingOpen = false;
+      v.open();
+      v.start();
+    }
   };
 
   // Events: numbered, filtered by type, read by cursor.
