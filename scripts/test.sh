@@ -15,6 +15,23 @@ echo "== test tools"
 KILN_OPENAPI_VALIDATOR_PYTHON="$(./scripts/tools.sh)"
 export KILN_OPENAPI_VALIDATOR_PYTHON
 
+echo "== chromium"
+# The web UI's test (tests/cli_ui.rs) drives Debian's Chromium through chromedriver over
+# WebDriver. Installed from the distribution when missing (CI runs as root); without them
+# that test fails rather than skips.
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  if [ "$(id -u)" = 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq chromium chromium-driver >/dev/null
+  else
+    echo "chromium and chromium-driver are missing and this is not root: tests/cli_ui.rs will fail" >&2
+  fi
+fi
+KILN_CHROMIUM="$(command -v chromium || echo /usr/bin/chromium)"
+KILN_CHROMEDRIVER="$(command -v chromedriver || echo /usr/bin/chromedriver)"
+export KILN_CHROMIUM KILN_CHROMEDRIVER
+
 echo "== localstack"
 # LocalStack for the AWS adapters' contract tests (shared/store-aws): installed into
 # localstack/ on first use, started, seeded, and stopped again when this script exits,

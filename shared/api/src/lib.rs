@@ -5,7 +5,8 @@
 //!
 //! Layers, each depending only on those above it: `views`, `error`, `route` (what a route
 //! is), `auth` and `access` (who may call), `openapi` (a document from any table),
-//! `handlers` (one module per resource), `routes` (the table and the router).
+//! `handlers` (one module per resource), `routes` (the table and the router), `ui` (the
+//! web pages, served beside `/v1` but not part of it).
 
 pub mod access;
 pub mod auth;
@@ -16,6 +17,7 @@ pub mod handlers;
 pub mod openapi;
 pub mod route;
 pub mod routes;
+pub mod ui;
 pub mod views;
 
 pub use routes::router;

@@ -407,7 +407,8 @@ pub const ROUTES: &[Route] = &[
     },
 ];
 
-/// The router for every route in [`ROUTES`], each behind the check for its access.
+/// The router for every route in [`ROUTES`], each behind the check for its access, and
+/// the web UI's pages ([`crate::ui`], not in the table: they are not API).
 pub fn router(state: AppState) -> axum::Router {
     let document = Document(Arc::new(crate::openapi::document(ROUTES)));
     let mut r = axum::Router::new();
@@ -415,7 +416,10 @@ pub fn router(state: AppState) -> axum::Router {
         let filter = MethodFilter::try_from(route.method.clone()).expect("ROUTES use standard methods");
         r = r.route(route.path, guard(route.access, &state, (route.make)(filter)));
     }
-    r.layer(DefaultBodyLimit::max(MAX_BODY_BYTES)).layer(Extension(document)).with_state(state)
+    r.merge(crate::ui::router())
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(Extension(document))
+        .with_state(state)
 }
 
 #[cfg(test)]

@@ -45,6 +45,9 @@ pub struct StageView {
     pub attempt: u32,
     pub reason: Option<String>,
     pub duration_ms: Option<u64>,
+    /// The stages this one waits for (its template's `needs`, for an instance `name#n`).
+    #[serde(default)]
+    pub needs: Vec<String>,
     pub steps: Vec<StepView>,
 }
 
@@ -108,6 +111,11 @@ impl From<&Build> for BuildView {
                     attempt: s.attempt,
                     reason: s.reason.clone(),
                     duration_ms: span(s.started_ms, s.finished_ms),
+                    needs: b
+                        .plan
+                        .stage(s.name.template())
+                        .map(|p| p.needs.iter().map(|n| n.to_string()).collect())
+                        .unwrap_or_default(),
                     steps: s
                         .steps
                         .iter()
