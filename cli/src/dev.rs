@@ -82,6 +82,17 @@ async fn ports(backend: Backend, data_dir: &Path) -> Result<(Ports, Option<Arc<d
     Ok((ports, dlq))
 }
 
+async fn prune_hourly(data_dir: std::path::PathBuf) {
+    loop {
+        match crate::local::prune(&data_dir).await {
+            Ok(gone) if gone.is_empty() => {}
+            Ok(gone) => eprintln!("kiln dev: {} build(s) past their retention removed", gone.len()),
+            Err(e) => tracing::warn!(error = %e, "pruning old builds failed"),
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+    }
+}
+
 /// Every few seconds, reports the jobs that were dead-lettered (a job that keeps killing
 /// its runner ends there after the queue's maxReceiveCount) as failed.
 async fn watch_dead_jobs(dlq: Arc<dyn Queue>, events: Arc<dyn Queue>) {
@@ -167,6 +178,9 @@ pub async fn dev(addr: &str, token: Option<String>, data_dir: &Path, backend: Ba
     // Runners reach log ingest and the events route over HTTP, as they do on AWS.
     let system = System::start_with(ports.clone(), config, Arc::new(HttpSinks { base: base.clone() }));
     let watchdog = dlq.map(|dlq| tokio::spawn(watch_dead_jobs(dlq, ports.events.clone())));
+    // The embedded default forgets builds past their retention (DynamoDB's TTL does it on
+    // AWS): at start, then hourly.
+    let pruner = (backend == Backend::Local).then(|| tokio::spawn(prune_hourly(data_dir.to_path_buf())));
     let app = router(AppState::new(ports, Auth::new(vec![token], signer)));
     println!("kiln dev: listening on {base} (data in {})", data_dir.display());
     // The server outlives the system: runners send their logs and reports over HTTP, so
@@ -185,6 +199,9 @@ pub async fn dev(addr: &str, token: Option<String>, data_dir: &Path, backend: Ba
     };
     if let Some(w) = watchdog {
         w.abort();
+    }
+    if let Some(p) = pruner {
+        p.abort();
     }
     let served = match served {
         // The server failed on its own: nothing can report any more.

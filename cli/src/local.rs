@@ -76,6 +76,19 @@ fn open_queues(data_dir: &Path, prefix: &str) -> Result<Local, OpenError> {
     })
 }
 
+/// Removes the builds of `data_dir` whose retention (`KILN_RETENTION_DAYS`, default 90
+/// days; `kiln_domain::retention`) has passed, with their logs: the ids removed.
+pub async fn prune(data_dir: &Path) -> Result<Vec<BuildId>, String> {
+    let days = kiln_domain::retention::retention_days(std::env::var("KILN_RETENTION_DAYS").ok().as_deref());
+    let state = SqliteStateStore::open(data_dir).map_err(|e| e.to_string())?;
+    let logs = LocalLogStore::open(data_dir).map_err(|e| e.to_string())?;
+    let gone = state.prune(days, kiln_domain::event::now_ms()).await.map_err(|e| e.to_string())?;
+    for id in &gone {
+        logs.remove_build(id).map_err(|e| format!("logs of {id}: {e}"))?;
+    }
+    Ok(gone)
+}
+
 /// The ports of [`open_local`].
 pub fn open(data_dir: &Path) -> Result<Ports, OpenError> {
     Ok(open_local(data_dir)?.ports)

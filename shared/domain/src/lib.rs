@@ -13,6 +13,7 @@ pub mod plan;
 pub mod protocol;
 pub mod react;
 pub mod report;
+pub mod retention;
 pub mod retry;
 pub mod secret;
 pub mod state;

@@ -48,6 +48,9 @@ pub struct AwsConfig {
     /// The commit-status queue, FIFO (`KILN_NOTIFY_QUEUE`); unset: builds from git are not
     /// served (no repository store, no webhooks).
     pub notify_queue_url: Option<String>,
+    /// Days builds (and claims) are kept in the table before DynamoDB's TTL removes them
+    /// (`KILN_RETENTION_DAYS`, default 90; see `kiln_domain::retention`).
+    pub retention_days: u64,
 }
 
 impl Default for AwsConfig {
@@ -62,6 +65,7 @@ impl Default for AwsConfig {
             secrets_prefix: "/kiln".to_string(),
             secrets_kms_key: None,
             notify_queue_url: None,
+            retention_days: kiln_domain::retention::DEFAULT_RETENTION_DAYS,
         }
     }
 }
@@ -90,6 +94,7 @@ impl AwsConfig {
             secrets_kms_key: var("KILN_SECRETS_KMS_KEY")
                 .map(|v| v.trim().to_string())
                 .filter(|v| !v.is_empty()),
+            retention_days: kiln_domain::retention::retention_days(var("KILN_RETENTION_DAYS").as_deref()),
             notify_queue_url: var(NOTIFY_QUEUE_VAR).map(|v| v.trim().to_string()).filter(|v| !v.is_empty()),
         }
     }
@@ -167,7 +172,8 @@ pub async fn connect_with(clients: Clients, config: &AwsConfig) -> Result<AwsBac
         queue(&config.dispatch_queue_url),
         queue(&config.events_queue_url)
     );
-    let state = DynamoStateStore::new(clients.dynamodb.clone(), config.table.clone());
+    let state = DynamoStateStore::new(clients.dynamodb.clone(), config.table.clone())
+        .with_retention(config.retention_days);
     let logs = S3LogStore::new(clients.s3.clone(), config.bucket.clone())
         .with_express_append(config.s3_express_append);
     let secrets = SsmSecretStore::new(
@@ -180,7 +186,10 @@ pub async fn connect_with(clients: Clients, config: &AwsConfig) -> Result<AwsBac
         None => None,
     };
     Ok(AwsBackend {
-        repos: Arc::new(DynamoRepoStore::new(clients.dynamodb.clone(), config.table.clone())),
+        repos: Arc::new(
+            DynamoRepoStore::new(clients.dynamodb.clone(), config.table.clone())
+                .with_retention(config.retention_days),
+        ),
         notify,
         secrets: Arc::new(secrets),
         state: Arc::new(state),
@@ -269,11 +278,13 @@ mod tests {
             "KILN_SECRETS_PREFIX" => Some("/acme/kiln".into()),
             "KILN_SECRETS_KMS_KEY" => Some(" alias/kiln ".into()),
             "KILN_NOTIFY_QUEUE" => Some(" kiln-notify.fifo ".into()),
+            "KILN_RETENTION_DAYS" => Some("30".into()),
             _ => None,
         });
         // Builds from git only with a notify queue; a blank one is none.
         assert_eq!(c.notify_queue_url.as_deref(), Some("kiln-notify.fifo"));
         assert_eq!(AwsConfig::default().notify_queue_url, None);
+        assert_eq!((c.retention_days, AwsConfig::default().retention_days), (30, 90));
         let blank = AwsConfig::from_lookup(|k| (k == NOTIFY_QUEUE_VAR).then(|| " ".into()));
         assert_eq!(blank.notify_queue_url, None);
         assert_eq!(c.secrets_prefix, "/acme/kiln");

@@ -238,10 +238,66 @@ async fn repos_item_shapes_and_two_stores() {
     assert_eq!(doc, settings);
     let item = get(format!("CLAIM#{claim}"), "CLAIM".into()).await.expect("get").item.expect("claim item");
     assert_eq!(item["value"].as_s().map(String::as_str), Ok(winner));
-    assert!(item.contains_key("created_ms"));
-    assert!(!item.contains_key("expires_at"), "claims do not expire");
+    let created_ms: u64 = item["created_ms"].as_n().expect("created_ms").parse().unwrap();
+    let expires: u64 = item["expires_at"].as_n().expect("a claim expires").parse().unwrap();
+    assert_eq!(expires, created_ms / 1000 + 90 * 24 * 3600, "claims go after the default retention");
     b.release(&claim).await.expect("release");
     assert!(get(format!("CLAIM#{claim}"), "CLAIM".into()).await.expect("get").item.is_none());
+}
+
+/// Every item of a build — the build, its stages, a lease, its history and applied event
+/// ids — carries the same `expires_at`: the retention after the build was created
+/// (`kiln_domain::retention`), so DynamoDB's TTL removes a build whole.
+#[tokio::test]
+#[ignore = "needs LocalStack: localstack/start.sh && localstack/seed.sh, then cargo test -- --include-ignored"]
+async fn every_item_of_a_build_expires_with_it() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let c = localstack().await;
+    let store = state(&c).with_retention(7);
+    let build = contract::sample_build();
+    store.create_build(&build).await.expect("create");
+    let e = contract::sample_event(&build.id, "dev.kiln.report.build-created");
+    let commit = Commit { event_id: e.id.clone(), events: vec![e], ..Commit::default() };
+    store.commit(&build.id, &commit).await.expect("commit");
+    let stage = &build.stages[0].name;
+    store.claim_job(&build.id, stage, "runner-1", Duration::from_secs(30)).await.expect("claim");
+    let items = c
+        .dynamodb
+        .query()
+        .table_name(config().table)
+        .consistent_read(true)
+        .key_condition_expression("pk = :pk")
+        .expression_attribute_values(":pk", AttributeValue::S(format!("BUILD#{}", build.id)))
+        .send()
+        .await
+        .expect("query")
+        .items
+        .unwrap_or_default();
+    let want = kiln_domain::retention::expires_at_ms(&build, 7) / 1000;
+    let mut kinds: Vec<String> = Vec::new();
+    for item in &items {
+        let sk = item["sk"].as_s().unwrap();
+        let at: u64 = item
+            .get("expires_at")
+            .and_then(|v| v.as_n().ok())
+            .unwrap_or_else(|| panic!("{sk} has no expires_at"))
+            .parse()
+            .unwrap();
+        assert_eq!(at, want, "{sk}");
+        kinds.push(
+            sk.split('#').next().unwrap_or_default().to_string()
+                + if sk.contains("#STAGE#") {
+                    "#STAGE"
+                } else if sk.contains("#LEASE#") {
+                    "#LEASE"
+                } else {
+                    ""
+                },
+        );
+    }
+    kinds.sort();
+    kinds.dedup();
+    assert_eq!(kinds, ["APPLIED", "BUILD", "BUILD#LEASE", "BUILD#STAGE", "EVENT"], "{items:#?}");
 }
 
 /// The whole suites on one store each, concurrently: the checks must not step on each

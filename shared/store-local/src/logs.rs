@@ -40,6 +40,17 @@ impl LocalLogStore {
         Ok(Self { inner: Arc::new(Inner { root, streams: Mutex::new(HashMap::new()) }) })
     }
 
+    /// Removes every log of `build` (its retention has passed).
+    pub fn remove_build(&self, build: &BuildId) -> io::Result<()> {
+        if !is_safe_id(build.as_str()) {
+            return Ok(());
+        }
+        match std::fs::remove_dir_all(self.inner.root.join(build.as_str())) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
     /// `data_dir/logs`.
     pub fn dir(&self) -> &Path {
         &self.inner.root

@@ -365,3 +365,38 @@ async fn a_new_data_dir_and_its_database_are_private() {
         }
     }
 }
+
+/// Builds past their retention go whole (the build, its history, its applied ids); younger
+/// ones stay; claims older than the retention go too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_removes_what_the_retention_has_passed() {
+    use kiln_store::RepoStore;
+    const DAY: u64 = 24 * 3600 * 1000;
+    let dir = tempdir();
+    let db = SqliteDb::open(dir.path()).expect("open");
+    let s = SqliteStateStore::new(db.clone());
+    let repos = SqliteRepoStore::new(db);
+    let now = kiln_domain::event::now_ms();
+    let mut old = contract::sample_build();
+    old.created_ms = now - 31 * DAY;
+    let mut young = contract::sample_build_in(&old.repo);
+    young.created_ms = now - 29 * DAY;
+    for b in [&old, &young] {
+        s.create_build(b).await.expect("create");
+        s.commit(&b.id, &commit(&format!("e-{}", b.id), 2, &b.id)).await.expect("commit");
+    }
+    assert!(repos.claim("hook/github/d1", "x").await.expect("claim").is_none());
+
+    assert_eq!(s.prune(30, now).await.expect("prune"), vec![old.id.clone()]);
+    assert_eq!(s.get_build(&old.id).await.expect("get"), None);
+    assert!(matches!(s.events(&old.id, 0, 10).await, Err(StoreError::NotFound(_))));
+    // Its event id is forgotten with it: no row is left behind.
+    assert_eq!(s.list_builds(&old.repo, 10).await.expect("list").len(), 1);
+    assert!(s.get_build(&young.id).await.expect("get").is_some());
+    assert_eq!(s.events(&young.id, 0, 10).await.expect("events").len(), 2);
+    assert_eq!(repos.claim("hook/github/d1", "y").await.expect("claim").as_deref(), Some("x"));
+    // Nothing more to do at the same time; a month later the rest goes, claims included.
+    assert!(s.prune(30, now).await.expect("prune").is_empty());
+    assert_eq!(s.prune(30, now + 31 * DAY).await.expect("prune"), vec![young.id.clone()]);
+    assert!(repos.claim("hook/github/d1", "z").await.expect("claim").is_none(), "the old claim went");
+}

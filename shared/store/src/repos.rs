@@ -30,7 +30,8 @@ pub trait RepoStore: Send + Sync {
     /// Every registered repository, sorted by `org/repo`.
     async fn list_repos(&self) -> Result<Vec<RepoSettings>, StoreError>;
     /// Records `value` under `key` unless the key is already taken, atomically: `None`
-    /// when this call took it, else the value the key already holds.
+    /// when this call took it, else the value the key already holds. A claim holds until
+    /// released, or until the store's retention (days, as for builds) has passed.
     async fn claim(&self, key: &str, value: &str) -> Result<Option<String>, StoreError>;
     /// Gives a claim up (the work it stood for failed and may be tried again).
     async fn release(&self, key: &str) -> Result<(), StoreError>;

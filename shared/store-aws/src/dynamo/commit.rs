@@ -18,8 +18,10 @@ impl DynamoStateStore {
         id: &BuildId,
         idx: usize,
         st: &StageState,
+        expires: &AttributeValue,
     ) -> Result<TransactWriteItem, StoreError> {
         let mut item = key(pk(id), stage_sk(&st.name));
+        item.insert(EXPIRES_AT.into(), expires.clone());
         item.insert("idx".into(), n(idx as u64));
         item.insert("version".into(), n(1));
         item.insert("status".into(), s(status_str(st.status)?));
@@ -77,6 +79,7 @@ impl DynamoStateStore {
         apply_catalog(&c.images, read).map_err(refused)?;
 
         let pk = pk(id);
+        let expires = self.expiry(&build);
         let first_seq = loaded.last_seq + 1;
         let last_seq = loaded.last_seq + c.events.len() as u64;
         let mut items = Vec::new();
@@ -84,6 +87,7 @@ impl DynamoStateStore {
         if dedupe {
             let mut item = key(pk.clone(), applied_sk(&c.event_id));
             item.insert("at_ms".into(), n(now_ms()));
+            item.insert(EXPIRES_AT.into(), expires.clone());
             items.push(self.put_new(item)?);
         }
         let update = Update::builder()
@@ -113,12 +117,13 @@ impl DynamoStateStore {
             items.push(self.stage_update(id, st, version)?);
         }
         for (i, st) in build.stages.iter().enumerate().skip(first_new) {
-            items.push(self.stage_put(id, i, st)?);
+            items.push(self.stage_put(id, i, st, &expires)?);
         }
         for (event, seq) in c.events.iter().zip(first_seq..) {
             let mut item = key(pk.clone(), event_sk(seq));
             item.insert("seq".into(), n(seq));
             item.insert("event".into(), s(json(event)?));
+            item.insert(EXPIRES_AT.into(), expires.clone());
             items.push(self.put_new(item)?);
         }
         for w in &c.images {

@@ -35,6 +35,9 @@ pub(super) const REPOS_PK: &str = "REPO";
 /// contend, and any key shape fits.
 pub(super) const CLAIM_PREFIX: &str = "CLAIM#";
 pub(super) const CLAIM_SK: &str = "CLAIM";
+/// The table's TTL attribute (seconds since the epoch): every item of a build carries it
+/// (`kiln_domain::retention`), and so does a claim.
+pub(super) const EXPIRES_AT: &str = "expires_at";
 
 pub(super) type Item = HashMap<String, AttributeValue>;
 

@@ -5,7 +5,7 @@
 
 use super::DynamoStateStore;
 use super::keys::*;
-use aws_sdk_dynamodb::types::{ConditionCheck, Put, TransactWriteItem};
+use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Put, TransactWriteItem};
 use kiln_domain::commit::ClaimDecision;
 use kiln_domain::event::now_ms;
 use kiln_domain::state::Lease;
@@ -32,7 +32,7 @@ impl DynamoStateStore {
             ClaimDecision::Renew(lease) => self.renew(id, stage, lease).await?,
             ClaimDecision::Take(lease) => {
                 let read = (loaded.build.status, st.status, st.lease.as_ref());
-                self.take(id, stage, lease, read).await?
+                self.take(id, stage, lease, read, self.expiry(&loaded.build)).await?
             }
         };
         Ok(won.then_some(claim))
@@ -72,6 +72,7 @@ impl DynamoStateStore {
         stage: &StageName,
         lease: &Lease,
         (build, stage_status, old): (kiln_domain::Status, kiln_domain::Status, Option<&Lease>),
+        expires: AttributeValue,
     ) -> Result<bool, StoreError> {
         let check = |sk: String, status| {
             ConditionCheck::builder()
@@ -87,6 +88,7 @@ impl DynamoStateStore {
         item.insert("runner".into(), s(lease.runner.as_str()));
         item.insert("attempt".into(), n(u64::from(lease.attempt)));
         item.insert("until_ms".into(), n(lease.until_ms));
+        item.insert(EXPIRES_AT.into(), expires);
         let put = Put::builder().table_name(&self.table).set_item(Some(item));
         let put = match old {
             None => put.condition_expression("attribute_not_exists(sk)"),

@@ -41,6 +41,8 @@ pub use repos::DynamoRepoStore;
 pub struct DynamoStateStore {
     client: Client,
     table: String,
+    /// Days a build's items are kept (`expires_at`, the table's TTL attribute).
+    retention_days: u64,
 }
 
 /// A build as read, with the versions its writes are conditional on.
@@ -67,7 +69,18 @@ impl DynamoStateStore {
     }
 
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self { client, table: table.into() }
+        Self { client, table: table.into(), retention_days: kiln_domain::retention::DEFAULT_RETENTION_DAYS }
+    }
+
+    /// Keeps builds this many days (see `kiln_domain::retention`).
+    pub fn with_retention(mut self, days: u64) -> Self {
+        self.retention_days = days;
+        self
+    }
+
+    /// The `expires_at` (seconds, DynamoDB's TTL unit) of every item of `build`.
+    pub(super) fn expiry(&self, build: &Build) -> AttributeValue {
+        n(kiln_domain::retention::expires_at_ms(build, self.retention_days) / 1000)
     }
 
     pub fn table(&self) -> &str {
@@ -204,9 +217,11 @@ impl StateStore for DynamoStateStore {
         item.insert("status".into(), s(status_str(build.status)?));
         item.insert("summary".into(), s(json(&summary(build))?));
         item.insert("doc".into(), s(build_doc(build)?));
+        let expires = self.expiry(build);
+        item.insert(EXPIRES_AT.into(), expires.clone());
         let mut items = vec![self.put_new(item)?];
         for (i, st) in build.stages.iter().enumerate() {
-            items.push(self.stage_put(&build.id, i, st)?);
+            items.push(self.stage_put(&build.id, i, st, &expires)?);
         }
         match self.transact(items).await {
             Ok(()) => Ok(()),

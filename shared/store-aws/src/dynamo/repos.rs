@@ -15,17 +15,25 @@ use kiln_store::{RepoSettings, RepoStore, StoreError};
 /// A claim is one PutItem conditional on `attribute_not_exists(pk)`: DynamoDB applies
 /// conditional writes to one item one at a time, so of concurrent claims exactly one
 /// succeeds. A loser reads the winner's value (consistent read); if the claim was
-/// released in between, it tries again. Claims do not expire (no `expires_at`): the port
-/// promises write-once until released.
+/// released in between, it tries again. A claim carries `expires_at` (the table's TTL), a
+/// retention after it was taken: the builds and deliveries it stands for are gone by then.
 #[derive(Debug, Clone)]
 pub struct DynamoRepoStore {
     client: Client,
     table: String,
+    retention_days: u64,
 }
 
 impl DynamoRepoStore {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self { client, table: table.into() }
+        Self { client, table: table.into(), retention_days: kiln_domain::retention::DEFAULT_RETENTION_DAYS }
+    }
+
+    /// Claims expire this many days after they were taken (the builds they stand for are
+    /// gone by then, and no host redelivers a webhook that late).
+    pub fn with_retention(mut self, days: u64) -> Self {
+        self.retention_days = days;
+        self
     }
 
     pub fn table(&self) -> &str {
@@ -53,7 +61,10 @@ impl DynamoRepoStore {
     async fn try_claim(&self, claim: &str, value: &str) -> Result<Option<Option<String>>, StoreError> {
         let mut item = key(claim_pk(claim), CLAIM_SK.to_string());
         item.insert("value".into(), s(value));
-        item.insert("created_ms".into(), n(now_ms()));
+        let created = now_ms();
+        item.insert("created_ms".into(), n(created));
+        let kept_s = self.retention_days.max(1).saturating_mul(24 * 60 * 60);
+        item.insert(EXPIRES_AT.into(), n(created / 1000 + kept_s));
         let res = self
             .client
             .put_item()

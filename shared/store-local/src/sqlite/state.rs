@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use kiln_domain::catalog::{ImageHistoryEntry, ImageRecord};
 use kiln_domain::commit::{CatalogDocs, ClaimDecision, apply_catalog, images_written};
 use kiln_domain::event::{StoredEvent, now_ms};
+use kiln_domain::retention::expiry_ms;
 use kiln_domain::state::Build;
 use kiln_domain::{BuildId, Repo, StageName};
 use kiln_store::{BuildSummary, Claim, Commit, CommitOutcome, StateStore, StoreError};
@@ -161,6 +162,56 @@ impl SqliteStateStore {
 
     pub fn db(&self) -> &Arc<SqliteDb> {
         &self.db
+    }
+
+    /// Removes the builds whose retention has passed at `now_ms` (`kiln_domain::retention`):
+    /// each with its history and applied event ids, in one transaction; and claims older
+    /// than the retention. Returns the builds removed (their logs are the caller's).
+    pub async fn prune(&self, retention_days: u64, now_ms: u64) -> Result<Vec<BuildId>, StoreError> {
+        self.db
+            .write(
+                move |c| {
+                    let tx = begin(c)?;
+                    let expired = {
+                        let mut st = tx
+                            .prepare(
+                                "SELECT id, json_extract(doc, '$.created_ms'), json_extract(doc, '$.plan.timeout_ms') \
+                                 FROM builds",
+                            )
+                            .map_err(db)?;
+                        let rows = st
+                            .query_map([], |r| {
+                                Ok((r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?, r.get::<_, Option<i64>>(2)?))
+                            })
+                            .map_err(db)?;
+                        let mut out = Vec::new();
+                        for row in rows {
+                            let (id, created, timeout) = row.map_err(db)?;
+                            let (created, timeout) = (created.unwrap_or(0) as u64, timeout.unwrap_or(0) as u64);
+                            if expiry_ms(created, timeout, retention_days) <= now_ms {
+                                out.push(id);
+                            }
+                        }
+                        out
+                    };
+                    for id in &expired {
+                        for sql in [
+                            "DELETE FROM events WHERE build = ?1",
+                            "DELETE FROM applied WHERE build = ?1",
+                            "DELETE FROM builds WHERE id = ?1",
+                        ] {
+                            tx.execute(sql, params![id]).map_err(db)?;
+                        }
+                    }
+                    let claims_before = now_ms.saturating_sub(retention_days.max(1).saturating_mul(24 * 3600 * 1000));
+                    tx.execute("DELETE FROM claims WHERE created_ms < ?1", params![claims_before as i64])
+                        .map_err(db)?;
+                    tx.commit().map_err(db)?;
+                    Ok(expired.into_iter().map(BuildId::new).collect())
+                },
+                StoreError::Backend,
+            )
+            .await
     }
 
     /// Builds that have not ended, oldest first (for a report after a restart).
