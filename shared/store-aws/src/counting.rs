@@ -25,6 +25,8 @@ pub struct RequestCounts {
     pub empty_receives: u64,
     /// SQS requests to FIFO queues (priced apart), also counted in `requests`.
     pub sqs_fifo: u64,
+    /// Of `empty_receives`, those on FIFO queues.
+    pub empty_receives_fifo: u64,
     /// DynamoDB read and write capacity units, by operation, as the responses reported them
     /// (`ReturnConsumedCapacity::Total` is set on every request that did not ask already).
     /// Requests that failed (a condition not met, a transaction canceled) report none, so
@@ -73,6 +75,7 @@ impl RequestCounts {
             requests,
             empty_receives: self.empty_receives.saturating_sub(earlier.empty_receives),
             sqs_fifo: self.sqs_fifo.saturating_sub(earlier.sqs_fifo),
+            empty_receives_fifo: self.empty_receives_fifo.saturating_sub(earlier.empty_receives_fifo),
             dynamodb_capacity,
         }
     }
@@ -106,6 +109,12 @@ pub(crate) struct CountRequests(pub Arc<RequestCounter>);
 fn operation(cfg: &ConfigBag) -> Option<String> {
     let m = cfg.load::<Metadata>()?;
     Some(format!("{}.{}", m.service().to_ascii_lowercase(), m.name()))
+}
+
+/// Whether an SQS request's JSON body names a FIFO queue (a message body's quotes are
+/// escaped, so only the `QueueUrl` value ends in `.fifo"`).
+fn to_fifo(body: Option<&[u8]>) -> bool {
+    body.is_some_and(|b| b.windows(6).any(|w| w == b".fifo\""))
 }
 
 /// Asks DynamoDB to report the capacity an operation consumed, unless it already asked.
@@ -195,8 +204,7 @@ impl Intercept for CountRequests {
     ) -> Result<(), BoxError> {
         if let Some(op) = operation(cfg) {
             // The queue's URL is in the JSON body (a message body's quotes are escaped).
-            let fifo = op.starts_with("sqs.")
-                && context.request().body().bytes().is_some_and(|b| b.windows(6).any(|w| w == b".fifo\""));
+            let fifo = op.starts_with("sqs.") && to_fifo(context.request().body().bytes());
             let mut counts = self.0.lock();
             *counts.requests.entry(op).or_default() += 1;
             counts.sqs_fifo += u64::from(fifo);
@@ -228,7 +236,10 @@ impl Intercept for CountRequests {
                     output.downcast_ref::<aws_sdk_sqs::operation::receive_message::ReceiveMessageOutput>()
                     && o.messages.as_ref().is_none_or(Vec::is_empty)
                 {
-                    self.0.lock().empty_receives += 1;
+                    let fifo = to_fifo(context.request().and_then(|r| r.body().bytes()));
+                    let mut counts = self.0.lock();
+                    counts.empty_receives += 1;
+                    counts.empty_receives_fifo += u64::from(fifo);
                 }
             }
             _ => {}
