@@ -3,6 +3,7 @@
 //! `#[ignore]`d without LocalStack, like `localstack_contract.rs`.
 
 use aws_sdk_s3::config::{Credentials, Region};
+use aws_sdk_sqs::types::QueueAttributeName;
 use kiln_domain::logs::LogStream;
 use kiln_domain::{BuildId, StepName};
 use kiln_store::{LogStore, OutMessage, Queue, StateStore};
@@ -93,6 +94,31 @@ async fn counts_every_request_by_operation_with_dynamodb_capacity() {
     }
     assert!(queue.receive(10, Duration::ZERO).await.unwrap().is_empty());
     plain.sqs.delete_queue().queue_url(&url).send().await.unwrap();
+    let standard = counter.snapshot();
+    assert_eq!(standard.sqs_fifo, 0, "a standard queue");
+
+    // A FIFO queue's requests are counted as such (priced apart): one send (its body naming
+    // `.fifo"` too, escaped in the request), one receive.
+    let fifo_url = plain
+        .sqs
+        .create_queue()
+        .queue_name(format!("{name}.fifo"))
+        .attributes(QueueAttributeName::FifoQueue, "true")
+        .attributes(QueueAttributeName::ContentBasedDeduplication, "true")
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let fifo = SqsQueue::new(counted.sqs.clone(), fifo_url.clone());
+    let sent = fifo.send(OutMessage::grouped("x.fifo\"", "g", "d1")).await;
+    let received = fifo.receive(10, Duration::ZERO).await;
+    plain.sqs.delete_queue().queue_url(&fifo_url).send().await.unwrap();
+    sent.unwrap();
+    received.unwrap();
+    let f = counter.snapshot().since(&standard);
+    assert_eq!(f.requests, counts(&[("sqs.ReceiveMessage", 1), ("sqs.SendMessage", 1)]));
+    assert_eq!(f.sqs_fifo, 2);
 
     let c = counter.snapshot();
     assert_eq!(
@@ -103,13 +129,13 @@ async fn counts_every_request_by_operation_with_dynamodb_capacity() {
             ("s3.ListObjectsV2", 1),
             ("s3.PutObject", 1),
             ("sqs.DeleteMessage", 2),
-            ("sqs.ReceiveMessage", receives + 1),
-            ("sqs.SendMessage", 2),
+            ("sqs.ReceiveMessage", receives + 1 + 1),
+            ("sqs.SendMessage", 2 + 1),
         ])
     );
-    assert_eq!(c.empty_receives, empty + 1);
-    assert_eq!(c.service_total("sqs"), 4 + receives + 1);
-    assert_eq!(c.sqs_fifo, 0, "a standard queue");
+    assert_eq!(c.empty_receives, empty + 1 + f.empty_receives);
+    assert_eq!(c.empty_receives_fifo, f.empty_receives);
+    assert_eq!(c.service_total("sqs"), 4 + receives + 1 + 2);
     // A transaction writes each item twice over (2 WRU per KB): the build item and one
     // per stage, each at least 2 units.
     let tx = c.dynamodb_capacity["dynamodb.TransactWriteItems"];
