@@ -115,7 +115,21 @@ impl Backend {
 #[cfg(feature = "aws")]
 async fn aws_ports() -> Res<Ports> {
     let b = kiln_store_aws::connect(&kiln_store_aws::AwsConfig::from_env()).await.map_err(err)?;
-    Ok(Ports {
+    Ok(aws_backend_ports(b))
+}
+
+/// The AWS ports on clients whose every request is counted in `counter`.
+#[cfg(feature = "aws")]
+pub async fn aws_ports_counted(counter: Arc<kiln_store_aws::RequestCounter>) -> Res<Ports> {
+    let clients = kiln_store_aws::Clients::from_env_counted(counter).await;
+    let b =
+        kiln_store_aws::connect_with(clients, &kiln_store_aws::AwsConfig::from_env()).await.map_err(err)?;
+    Ok(aws_backend_ports(b))
+}
+
+#[cfg(feature = "aws")]
+fn aws_backend_ports(b: kiln_store_aws::AwsBackend) -> Ports {
+    Ports {
         state: b.state,
         logs: b.logs,
         events: b.events,
@@ -123,7 +137,7 @@ async fn aws_ports() -> Res<Ports> {
         jobs: b.jobs,
         secrets: Some(b.secrets),
         git: None,
-    })
+    }
 }
 
 #[cfg(not(feature = "aws"))]

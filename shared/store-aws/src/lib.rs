@@ -7,11 +7,13 @@
 //! Configured the usual way: `AWS_ENDPOINT_URL`, `AWS_REGION`, the credentials chain; the
 //! resource names from [`AwsConfig::from_env`]. [`connect`] builds everything at once.
 
+mod counting;
 mod dynamo;
 mod s3logs;
 mod sqs;
 mod ssm;
 
+pub use counting::{Capacity, RequestCounter, RequestCounts};
 pub use dynamo::{DynamoRepoStore, DynamoStateStore};
 pub use s3logs::S3LogStore;
 pub use sqs::SqsQueue;
@@ -121,15 +123,42 @@ impl Clients {
         Self::from_sdk_config(&shared)
     }
 
+    /// Like [`Clients::from_env`], counting every request in `counter`
+    /// ([`Clients::from_sdk_config_counted`]).
+    pub async fn from_env_counted(counter: Arc<RequestCounter>) -> Self {
+        let shared = aws_config::defaults(BehaviorVersion::latest()).load().await;
+        Self::from_sdk_config_counted(&shared, counter)
+    }
+
     pub fn from_sdk_config(shared: &aws_config::SdkConfig) -> Self {
-        let s3 = aws_sdk_s3::config::Builder::from(shared)
-            .force_path_style(shared.endpoint_url().is_some())
-            .build();
+        Self::build(shared, None)
+    }
+
+    /// Like [`Clients::from_sdk_config`], with every request the clients send counted in
+    /// `counter` (by service and operation; DynamoDB requests also ask for and record their
+    /// consumed capacity). For measuring (the cost benchmark); production clients have no
+    /// interceptor.
+    pub fn from_sdk_config_counted(shared: &aws_config::SdkConfig, counter: Arc<RequestCounter>) -> Self {
+        Self::build(shared, Some(counting::CountRequests(counter)))
+    }
+
+    fn build(shared: &aws_config::SdkConfig, count: Option<counting::CountRequests>) -> Self {
+        let mut s3 =
+            aws_sdk_s3::config::Builder::from(shared).force_path_style(shared.endpoint_url().is_some());
+        let mut dynamodb = aws_sdk_dynamodb::config::Builder::from(shared);
+        let mut sqs = aws_sdk_sqs::config::Builder::from(shared);
+        let mut ssm = aws_sdk_ssm::config::Builder::from(shared);
+        if let Some(c) = count {
+            s3 = s3.interceptor(c.clone());
+            dynamodb = dynamodb.interceptor(c.clone());
+            sqs = sqs.interceptor(c.clone());
+            ssm = ssm.interceptor(c);
+        }
         Self {
-            dynamodb: aws_sdk_dynamodb::Client::new(shared),
-            s3: aws_sdk_s3::Client::from_conf(s3),
-            sqs: aws_sdk_sqs::Client::new(shared),
-            ssm: aws_sdk_ssm::Client::new(shared),
+            dynamodb: aws_sdk_dynamodb::Client::from_conf(dynamodb.build()),
+            s3: aws_sdk_s3::Client::from_conf(s3.build()),
+            sqs: aws_sdk_sqs::Client::from_conf(sqs.build()),
+            ssm: aws_sdk_ssm::Client::from_conf(ssm.build()),
         }
     }
 }

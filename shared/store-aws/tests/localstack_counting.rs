@@ -1,0 +1,154 @@
+//! The request counter (`Clients::from_sdk_config_counted`) on LocalStack: a few port calls
+//! whose requests are known, counted by service and operation, with DynamoDB's capacity.
+//! `#[ignore]`d without LocalStack, like `localstack_contract.rs`.
+
+use aws_sdk_s3::config::{Credentials, Region};
+use aws_sdk_sqs::types::QueueAttributeName;
+use kiln_domain::logs::LogStream;
+use kiln_domain::{BuildId, StepName};
+use kiln_store::{LogStore, OutMessage, Queue, StateStore};
+use kiln_store_aws::{AwsConfig, Clients, DynamoStateStore, RequestCounter, S3LogStore, SqsQueue};
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+fn env_file() -> HashMap<String, String> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../localstack/.state/env");
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("export ")?.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim_matches(['"', '\'']).to_string()))
+        .collect()
+}
+
+async fn sdk_config() -> aws_config::SdkConfig {
+    let file = env_file();
+    let var = |k: &str, default: &str| {
+        std::env::var(k).ok().or_else(|| file.get(k).cloned()).unwrap_or_else(|| default.to_string())
+    };
+    let creds = Credentials::new(
+        var("AWS_ACCESS_KEY_ID", "test"),
+        var("AWS_SECRET_ACCESS_KEY", "test"),
+        None,
+        None,
+        "kiln-tests",
+    );
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(var("AWS_ENDPOINT_URL", "http://127.0.0.1:4566"))
+        .region(Region::new(var("AWS_REGION", "us-east-1")))
+        .credentials_provider(creds)
+        .load()
+        .await
+}
+
+fn counts(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
+    pairs.iter().map(|(k, n)| (k.to_string(), *n)).collect()
+}
+
+#[tokio::test]
+#[ignore = "needs LocalStack: localstack/start.sh && localstack/seed.sh, then cargo test -- --include-ignored"]
+async fn counts_every_request_by_operation_with_dynamodb_capacity() {
+    let shared = sdk_config().await;
+    let config = AwsConfig::from_env();
+    let plain = Clients::from_sdk_config(&shared);
+    let counter = RequestCounter::new();
+    let counted = Clients::from_sdk_config_counted(&shared, counter.clone());
+
+    // A queue of its own, made and removed with the uncounted clients.
+    let name = format!("kiln-count-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let url = plain.sqs.create_queue().queue_name(&name).send().await.unwrap().queue_url.unwrap();
+
+    // DynamoDB: create a build (one transaction), read it back (one Query) and read a
+    // build that does not exist (one more Query).
+    let state = DynamoStateStore::new(counted.dynamodb.clone(), config.table.clone());
+    let build = kiln_store_contract::sample_build();
+    state.create_build(&build).await.unwrap();
+    assert!(state.get_build(&build.id).await.unwrap().is_some());
+    assert!(state.get_build(&BuildId::generate()).await.unwrap().is_none());
+
+    // S3: the first chunk of a new stream (a ListObjectsV2 to find the end, one PutObject).
+    let logs = S3LogStore::new(counted.s3.clone(), config.bucket.clone());
+    let stream = LogStream::Step {
+        stage: build.stages[0].name.clone(),
+        step: StepName::new("s"),
+        number: 1,
+        attempt: 1,
+    };
+    logs.put_chunk(&build.id, &stream, 0, b"hello\n").await.unwrap();
+
+    // SQS: two sends, receives until both arrived, a delete each, one empty receive.
+    let queue = SqsQueue::new(counted.sqs.clone(), url.clone());
+    for body in ["a", "b"] {
+        queue.send(OutMessage::new(body)).await.unwrap();
+    }
+    let (mut got, mut receives, mut empty) = (Vec::new(), 0, 0);
+    while got.len() < 2 && receives < 20 {
+        let batch = queue.receive(10, Duration::from_secs(1)).await.unwrap();
+        empty += u64::from(batch.is_empty());
+        got.extend(batch);
+        receives += 1;
+    }
+    assert_eq!(got.len(), 2);
+    for m in &got {
+        queue.delete(&m.receipt).await.unwrap();
+    }
+    assert!(queue.receive(10, Duration::ZERO).await.unwrap().is_empty());
+    plain.sqs.delete_queue().queue_url(&url).send().await.unwrap();
+    let standard = counter.snapshot();
+    assert_eq!(standard.sqs_fifo, 0, "a standard queue");
+
+    // A FIFO queue's requests are counted as such (priced apart): one send (its body naming
+    // `.fifo"` too, escaped in the request), one receive.
+    let fifo_url = plain
+        .sqs
+        .create_queue()
+        .queue_name(format!("{name}.fifo"))
+        .attributes(QueueAttributeName::FifoQueue, "true")
+        .attributes(QueueAttributeName::ContentBasedDeduplication, "true")
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let fifo = SqsQueue::new(counted.sqs.clone(), fifo_url.clone());
+    let sent = fifo.send(OutMessage::grouped("x.fifo\"", "g", "d1")).await;
+    let received = fifo.receive(10, Duration::ZERO).await;
+    plain.sqs.delete_queue().queue_url(&fifo_url).send().await.unwrap();
+    sent.unwrap();
+    received.unwrap();
+    let f = counter.snapshot().since(&standard);
+    assert_eq!(f.requests, counts(&[("sqs.ReceiveMessage", 1), ("sqs.SendMessage", 1)]));
+    assert_eq!(f.sqs_fifo, 2);
+
+    let c = counter.snapshot();
+    assert_eq!(
+        c.requests,
+        counts(&[
+            ("dynamodb.Query", 2),
+            ("dynamodb.TransactWriteItems", 1),
+            ("s3.ListObjectsV2", 1),
+            ("s3.PutObject", 1),
+            ("sqs.DeleteMessage", 2),
+            ("sqs.ReceiveMessage", receives + 1 + 1),
+            ("sqs.SendMessage", 2 + 1),
+        ])
+    );
+    assert_eq!(c.empty_receives, empty + 1 + f.empty_receives);
+    assert_eq!(c.empty_receives_fifo, f.empty_receives);
+    assert_eq!(c.service_total("sqs"), 4 + receives + 1 + 2);
+    // A transaction writes each item twice over (2 WRU per KB): the build item and one
+    // per stage, each at least 2 units.
+    let tx = c.dynamodb_capacity["dynamodb.TransactWriteItems"];
+    assert!(tx.write_units >= 2.0 * (build.stages.len() + 1) as f64, "{tx:?}");
+    let q = c.dynamodb_capacity["dynamodb.Query"];
+    assert!(q.read_units > 0.0 && q.write_units == 0.0, "{q:?}");
+
+    // Counting again from a snapshot: only what came after.
+    let before = counter.snapshot();
+    assert!(state.get_build(&build.id).await.unwrap().is_some());
+    let after = counter.snapshot().since(&before);
+    assert_eq!(after.requests, counts(&[("dynamodb.Query", 1)]));
+    // The uncounted clients were never seen.
+    let all = counter.snapshot();
+    assert_eq!(all.service_total("dynamodb"), 4, "{all:?}");
+}
