@@ -64,6 +64,29 @@ pub fn floor(c: &BTreeMap<String, f64>) -> (f64, f64, f64) {
     (batches, batches * S3_PUT_LIST_USD, batches * S3X_PUT_USD)
 }
 
+/// The reference build's cost by service: the total, and the `breakdown_usd` and
+/// `breakdown_percent` sections of the report.
+fn breakdown(ddb: f64, s3: f64, sqs: f64, lambda: f64, apigw: f64) -> (f64, Value, Value) {
+    let total = ddb + s3 + sqs + lambda + apigw;
+    let share = |x: f64| if total > 0.0 { (x / total * 1000.0).round() / 10.0 } else { 0.0 };
+    let usd = json!({
+        "dynamodb": ddb, "s3": s3, "sqs": sqs, "lambda_orchestration": lambda, "api_gateway": apigw,
+    });
+    let percent = json!({
+        "dynamodb": share(ddb), "s3": share(s3), "sqs": share(sqs),
+        "lambda_orchestration": share(lambda), "api_gateway": share(apigw),
+    });
+    (total, usd, percent)
+}
+
+/// The runner's own compute (its requests and GB-seconds): the build's work, priced apart.
+/// Its GB-seconds and dollars.
+fn runner_usd(c: &BTreeMap<String, f64>, runner_seconds: f64, runner_mb: f64) -> (f64, f64) {
+    let jobs = c.get("port.queue.jobs.messages").copied().unwrap_or(0.0);
+    let gb_s = runner_seconds * runner_mb / 1024.0;
+    (gb_s, jobs * LAMBDA_REQUEST_USD + gb_s * LAMBDA_GB_S_ARM_USD)
+}
+
 fn ratio(x: f64, floor: f64) -> Value {
     if floor > 0.0 { json!(x / floor) } else { Value::Null }
 }
@@ -77,10 +100,8 @@ pub fn price(c: &BTreeMap<String, f64>, runner_seconds: f64, runner_mb: f64) -> 
     let s3_usd = g("s3.put") * S3_PUT_LIST_USD + g("s3.list") * S3_PUT_LIST_USD + g("s3.get") * S3_GET_USD;
     let sqs_usd = g("sqs.standard") * SQS_STANDARD_USD + g("sqs.fifo") * SQS_FIFO_USD;
     let apigw_usd = api_requests * APIGW_HTTP_USD;
-    let total = ddb_usd + s3_usd + sqs_usd + lambda_usd + apigw_usd;
-    let runner_gb_s = runner_seconds * runner_mb / 1024.0;
-    let runner_usd = g("port.queue.jobs.messages") * LAMBDA_REQUEST_USD + runner_gb_s * LAMBDA_GB_S_ARM_USD;
-    let share = |x: f64| if total > 0.0 { (x / total * 1000.0).round() / 10.0 } else { 0.0 };
+    let (total, by_service, percent) = breakdown(ddb_usd, s3_usd, sqs_usd, lambda_usd, apigw_usd);
+    let (runner_gb_s, runner_usd) = runner_usd(c, runner_seconds, runner_mb);
     let (batches, floor_usd, floor_x_usd) = floor(c);
     // The same requests with S3 at Express One Zone prices.
     let s3x_usd = (g("s3.put") + g("s3.list")) * S3X_PUT_USD + g("s3.get") * S3X_GET_USD;
@@ -109,14 +130,8 @@ pub fn price(c: &BTreeMap<String, f64>, runner_seconds: f64, runner_mb: f64) -> 
             "s3_express_one_zone_put_append_copy_post_list_request": S3X_PUT_USD,
             "s3_express_one_zone_get_request": S3X_GET_USD,
         },
-        "breakdown_usd": {
-            "dynamodb": ddb_usd, "s3": s3_usd, "sqs": sqs_usd, "lambda_orchestration": lambda_usd,
-            "api_gateway": apigw_usd,
-        },
-        "breakdown_percent": {
-            "dynamodb": share(ddb_usd), "s3": share(s3_usd), "sqs": share(sqs_usd),
-            "lambda_orchestration": share(lambda_usd), "api_gateway": share(apigw_usd),
-        },
+        "breakdown_usd": by_service,
+        "breakdown_percent": percent,
         "aws_requests": {
             "dynamodb_query": g("ddb.query"), "dynamodb_getitem": g("ddb.getitem"),
             "dynamodb_updateitem": g("ddb.updateitem"), "dynamodb_transactwriteitems": g("ddb.transact"),
@@ -215,13 +230,10 @@ pub fn price_real(
     let sqs_standard = sqs_all.saturating_sub(r.sqs_fifo).saturating_sub(empty_standard);
     let sqs_usd = sqs_standard as f64 * SQS_STANDARD_USD + sqs_fifo as f64 * SQS_FIFO_USD;
     let apigw_usd = api_requests * APIGW_HTTP_USD;
-    let total = ddb_usd + s3_usd + sqs_usd + lambda_usd + apigw_usd;
+    let (total, by_service, percent) = breakdown(ddb_usd, s3_usd, sqs_usd, lambda_usd, apigw_usd);
     let total_x = total - s3_usd + s3x_usd;
     let (batches, floor_usd, floor_x_usd) = floor(c);
-    let share = |x: f64| if total > 0.0 { (x / total * 1000.0).round() / 10.0 } else { 0.0 };
-    let runner_gb_s = runner_seconds * runner_mb / 1024.0;
-    let g = |k: &str| c.get(k).copied().unwrap_or(0.0);
-    let runner_usd = g("port.queue.jobs.messages") * LAMBDA_REQUEST_USD + runner_gb_s * LAMBDA_GB_S_ARM_USD;
+    let (runner_gb_s, runner_usd) = runner_usd(c, runner_seconds, runner_mb);
     let model_usd = model["reference_build_usd"].as_f64();
     json!({
         "reference_build_usd": total,
@@ -239,14 +251,8 @@ pub fn price_real(
         "region": "us-east-1",
         "prices_as_of": PRICES_AS_OF,
         "unit_prices_usd": model["unit_prices_usd"].clone(),
-        "breakdown_usd": {
-            "dynamodb": ddb_usd, "s3": s3_usd, "sqs": sqs_usd, "lambda_orchestration": lambda_usd,
-            "api_gateway": apigw_usd,
-        },
-        "breakdown_percent": {
-            "dynamodb": share(ddb_usd), "s3": share(s3_usd), "sqs": share(sqs_usd),
-            "lambda_orchestration": share(lambda_usd), "api_gateway": share(apigw_usd),
-        },
+        "breakdown_usd": by_service,
+        "breakdown_percent": percent,
         "aws_requests": r.requests,
         "aws_request_classes": {
             "s3_put_copy_post_list": s3_put, "s3_get_and_other": s3_get, "s3_free_deletes": s3_free,
