@@ -11,6 +11,7 @@ use aws_sdk_dynamodb::types::{ConsumedCapacity, ReturnConsumedCapacity};
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::context::{Input, Output};
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::retries::RequestAttempts;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
@@ -20,6 +21,8 @@ pub struct RequestCounts {
     /// Requests sent, by `service.Operation` (`dynamodb.TransactWriteItems`, `s3.PutObject`,
     /// `sqs.SendMessage`...); a retried request counts once per attempt, as AWS bills it.
     pub requests: BTreeMap<String, u64>,
+    /// Of `requests`, the SDK's retries (attempts after an operation's first), by operation.
+    pub retries: BTreeMap<String, u64>,
     /// `sqs.ReceiveMessage` requests that returned no message (idle long polls), also
     /// counted in `requests`.
     pub empty_receives: u64,
@@ -48,14 +51,14 @@ impl RequestCounts {
         self.requests.iter().filter(|(k, _)| k.starts_with(&prefix)).map(|(_, n)| n).sum()
     }
 
+    /// The operations called (requests less the SDK's retries), by operation.
+    pub fn operations(&self) -> BTreeMap<String, u64> {
+        minus(&self.requests, &self.retries)
+    }
+
     /// What was counted after `earlier` (a snapshot of the same counter).
     pub fn since(&self, earlier: &RequestCounts) -> RequestCounts {
-        let requests = self
-            .requests
-            .iter()
-            .map(|(k, n)| (k.clone(), n - earlier.requests.get(k).copied().unwrap_or(0).min(*n)))
-            .filter(|(_, n)| *n > 0)
-            .collect();
+        let requests = minus(&self.requests, &earlier.requests);
         let dynamodb_capacity = self
             .dynamodb_capacity
             .iter()
@@ -73,12 +76,21 @@ impl RequestCounts {
             .collect();
         RequestCounts {
             requests,
+            retries: minus(&self.retries, &earlier.retries),
             empty_receives: self.empty_receives.saturating_sub(earlier.empty_receives),
             sqs_fifo: self.sqs_fifo.saturating_sub(earlier.sqs_fifo),
             empty_receives_fifo: self.empty_receives_fifo.saturating_sub(earlier.empty_receives_fifo),
             dynamodb_capacity,
         }
     }
+}
+
+/// `a - b` by key, keeping the keys left above zero.
+fn minus(a: &BTreeMap<String, u64>, b: &BTreeMap<String, u64>) -> BTreeMap<String, u64> {
+    a.iter()
+        .map(|(k, n)| (k.clone(), n - b.get(k).copied().unwrap_or(0).min(*n)))
+        .filter(|(_, n)| *n > 0)
+        .collect()
 }
 
 /// Shared by the interceptors of every client it is attached to.
@@ -205,7 +217,11 @@ impl Intercept for CountRequests {
         if let Some(op) = operation(cfg) {
             // The queue's URL is in the JSON body (a message body's quotes are escaped).
             let fifo = op.starts_with("sqs.") && to_fifo(context.request().body().bytes());
+            let retry = cfg.load::<RequestAttempts>().is_some_and(|a| a.attempts() > 1);
             let mut counts = self.0.lock();
+            if retry {
+                *counts.retries.entry(op.clone()).or_default() += 1;
+            }
             *counts.requests.entry(op).or_default() += 1;
             counts.sqs_fifo += u64::from(fifo);
         }
