@@ -12,7 +12,7 @@
 
 use crate::git::provider::{CommitStatus, GitHost, StatusState};
 use crate::queues::HandleError;
-use kiln_domain::git::{Provider, credentials_repo, token_name};
+use kiln_domain::git::{credentials_repo, token_name};
 use kiln_domain::report::LifecycleData;
 use kiln_domain::state::Build;
 use kiln_domain::{BuildId, Status};
@@ -111,7 +111,7 @@ impl Notifier {
                 let Ok(Some(data)) = LifecycleData::from_event(&stored.event) else { continue };
                 let Some((context, state, description)) = status_for(&data) else { continue };
                 let key = format!("status/{}", stored.event.id);
-                if self.repos.claim(&key, &state_name(state)).await.map_err(retry)?.is_some() {
+                if self.repos.claim(&key, state.as_str()).await.map_err(retry)?.is_some() {
                     continue;
                 }
                 let status = CommitStatus {
@@ -127,9 +127,9 @@ impl Notifier {
                         let _ = self.repos.release(&key).await;
                         return Err(HandleError::Retry(format!(
                             "status {context} {} of build {} on {}: {e}",
-                            state_name(state),
+                            state.as_str(),
                             build.id,
-                            provider_name(git.provider)
+                            git.provider
                         )));
                     }
                     // The host refused it (a bad token, a repository it does not know):
@@ -139,7 +139,7 @@ impl Notifier {
                         continue;
                     }
                 }
-                tracing::info!(build = %build.id, %context, state = state_name(state), "commit status posted");
+                tracing::info!(build = %build.id, %context, state = state.as_str(), "commit status posted");
             }
             if page.len() < PAGE {
                 return Ok(());
@@ -150,15 +150,6 @@ impl Notifier {
     fn link(&self, build: &Build) -> String {
         format!("{}/builds/{}", self.public_url.trim_end_matches('/'), build.id)
     }
-}
-
-/// The state as the host spells it (the claim's value, the log's).
-fn state_name(state: StatusState) -> String {
-    serde_json::to_value(state).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
-}
-
-fn provider_name(p: Provider) -> &'static str {
-    p.as_str()
 }
 
 fn retry(e: impl std::fmt::Display) -> HandleError {
@@ -182,6 +173,13 @@ mod tests {
             reason: reason.map(str::to_string),
             trigger: None,
             trigger_type: None,
+        }
+    }
+
+    #[test]
+    fn state_names_are_what_is_posted() {
+        for st in [StatusState::Pending, StatusState::Success, StatusState::Failure, StatusState::Error] {
+            assert_eq!(serde_json::to_value(st).unwrap(), st.as_str());
         }
     }
 

@@ -8,8 +8,9 @@
 //! `--include-ignored`. The endpoint and credentials come from the environment, else from
 //! `localstack/.state/env`.
 
+mod common;
+
 use async_trait::async_trait;
-use aws_sdk_s3::config::{Credentials, Region};
 use aws_sdk_sqs::types::QueueAttributeName;
 use kiln_domain::BuildId;
 use kiln_domain::logs::LogStream;
@@ -25,38 +26,9 @@ use std::time::{Duration, Instant};
 // ---------------------------------------------------------------------------------------
 // Set-up
 
-/// `localstack/.state/env` (written by `localstack/start.sh`): `export K=V` lines.
-fn env_file() -> HashMap<String, String> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../localstack/.state/env");
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("export ")?.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.trim_matches(['"', '\'']).to_string()))
-        .collect()
-}
-
 /// Clients for LocalStack.
 async fn localstack() -> Clients {
-    let file = env_file();
-    let var = |k: &str, default: &str| {
-        std::env::var(k).ok().or_else(|| file.get(k).cloned()).unwrap_or_else(|| default.to_string())
-    };
-    let endpoint = var("AWS_ENDPOINT_URL", "http://127.0.0.1:4566");
-    let creds = Credentials::new(
-        var("AWS_ACCESS_KEY_ID", "test"),
-        var("AWS_SECRET_ACCESS_KEY", "test"),
-        None,
-        None,
-        "kiln-tests",
-    );
-    let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(endpoint)
-        .region(Region::new(var("AWS_REGION", "us-east-1")))
-        .credentials_provider(creds)
-        .load()
-        .await;
-    Clients::from_sdk_config(&shared)
+    Clients::from_sdk_config(&common::sdk_config().await)
 }
 
 fn config() -> AwsConfig {

@@ -2,44 +2,16 @@
 //! whose requests are known, counted by service and operation, with DynamoDB's capacity.
 //! `#[ignore]`d without LocalStack, like `localstack_contract.rs`.
 
-use aws_sdk_s3::config::{Credentials, Region};
+mod common;
+
 use aws_sdk_sqs::types::QueueAttributeName;
+use common::sdk_config;
 use kiln_domain::logs::LogStream;
 use kiln_domain::{BuildId, StepName};
 use kiln_store::{LogStore, OutMessage, Queue, StateStore};
 use kiln_store_aws::{AwsConfig, Clients, DynamoStateStore, RequestCounter, S3LogStore, SqsQueue};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::Duration;
-
-fn env_file() -> HashMap<String, String> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../localstack/.state/env");
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("export ")?.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.trim_matches(['"', '\'']).to_string()))
-        .collect()
-}
-
-async fn sdk_config() -> aws_config::SdkConfig {
-    let file = env_file();
-    let var = |k: &str, default: &str| {
-        std::env::var(k).ok().or_else(|| file.get(k).cloned()).unwrap_or_else(|| default.to_string())
-    };
-    let creds = Credentials::new(
-        var("AWS_ACCESS_KEY_ID", "test"),
-        var("AWS_SECRET_ACCESS_KEY", "test"),
-        None,
-        None,
-        "kiln-tests",
-    );
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .endpoint_url(var("AWS_ENDPOINT_URL", "http://127.0.0.1:4566"))
-        .region(Region::new(var("AWS_REGION", "us-east-1")))
-        .credentials_provider(creds)
-        .load()
-        .await
-}
 
 fn counts(pairs: &[(&str, u64)]) -> BTreeMap<String, u64> {
     pairs.iter().map(|(k, n)| (k.to_string(), *n)).collect()

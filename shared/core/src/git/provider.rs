@@ -40,6 +40,18 @@ pub enum StatusState {
     Error,
 }
 
+impl StatusState {
+    /// The state as the hosts spell it (and as it is serialized).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StatusState::Pending => "pending",
+            StatusState::Success => "success",
+            StatusState::Failure => "failure",
+            StatusState::Error => "error",
+        }
+    }
+}
+
 /// A commit status as posted: one line per `context` on the commit, the latest wins.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct CommitStatus {
