@@ -91,6 +91,31 @@ impl StateStore for CountingState {
         r
     }
 
+    async fn build_seq(&self, id: &BuildId) -> Result<Option<u64>, StoreError> {
+        self.c.add("port.state.build_seq", 1.0);
+        // One consistent GetItem of the build item, projected to one number.
+        self.c.add("ddb.getitem", 1.0);
+        self.c.add("ddb.rru", 1.0);
+        self.inner.build_seq(id).await
+    }
+
+    async fn get_build_seq(&self, id: &BuildId) -> Result<Option<(Build, u64)>, StoreError> {
+        self.c.add("port.state.get_build", 1.0);
+        let r = self.inner.get_build_seq(id).await;
+        self.load(r.as_ref().ok().and_then(Option::as_ref).map(|(b, _)| b));
+        r
+    }
+
+    async fn get_build_part(&self, id: &BuildId, stages: &[StageName]) -> Result<Option<Build>, StoreError> {
+        self.c.add("port.state.get_build_part", 1.0);
+        // One consistent BatchGetItem: the build item and the stages' items.
+        let r = self.inner.get_build_part(id, stages).await;
+        self.c.add("ddb.batchget", 1.0);
+        let n = r.as_ref().ok().and_then(Option::as_ref).map_or(1, |b| 1 + b.stages.len());
+        self.c.add("ddb.rru", n as f64);
+        r
+    }
+
     async fn list_builds(&self, repo: &Repo, limit: usize) -> Result<Vec<BuildSummary>, StoreError> {
         self.c.add("port.state.list_builds", 1.0);
         self.c.add("ddb.query", 1.0);
@@ -461,6 +486,18 @@ impl StateStore for TimedState {
 
     async fn get_build(&self, id: &BuildId) -> Result<Option<Build>, StoreError> {
         self.time("get_build", self.inner.get_build(id)).await
+    }
+
+    async fn build_seq(&self, id: &BuildId) -> Result<Option<u64>, StoreError> {
+        self.time("build_seq", self.inner.build_seq(id)).await
+    }
+
+    async fn get_build_seq(&self, id: &BuildId) -> Result<Option<(Build, u64)>, StoreError> {
+        self.time("get_build", self.inner.get_build_seq(id)).await
+    }
+
+    async fn get_build_part(&self, id: &BuildId, stages: &[StageName]) -> Result<Option<Build>, StoreError> {
+        self.time("get_build_part", self.inner.get_build_part(id, stages)).await
     }
 
     async fn list_builds(&self, repo: &Repo, limit: usize) -> Result<Vec<BuildSummary>, StoreError> {

@@ -82,6 +82,7 @@ pub async fn fanin(b: &Backend, p: &Params) -> Res<Value> {
         .map_err(|e| format!("fan-in pipeline: {e:?}"))?;
     // Dispatch requests from the fan-in go to a scratch queue nobody serves.
     let scratch: Arc<dyn Queue> = Arc::new(LocalQueue::standard(Duration::from_secs(30)));
+    let cache = kiln_core::fanin::BuildCache::new();
     let timed = TimedState::new(ports.state.clone());
     let state: &dyn StateStore = &timed;
     let new_build = || Build::new(BuildId::generate(), Repo::new("bench", "fanin"), plan.clone(), now_ms());
@@ -129,7 +130,9 @@ pub async fn fanin(b: &Backend, p: &Params) -> Res<Value> {
         let t = Instant::now();
         for (_, list) in &evs {
             for e in list {
-                handle_event(state, scratch.as_ref(), None, e).await.map_err(|e| format!("fan-in: {e:?}"))?;
+                handle_event(state, &cache, scratch.as_ref(), scratch.as_ref(), None, e)
+                    .await
+                    .map_err(|e| format!("fan-in: {e:?}"))?;
                 events += 1;
             }
         }
@@ -155,7 +158,11 @@ pub async fn fanin(b: &Backend, p: &Params) -> Res<Value> {
     }
     let eps = events as f64 / event_secs.max(1e-9);
     let wps = writes as f64 / write_secs.max(1e-9);
-    Ok(json!({
+    timed.take();
+    let scale =
+        super::fanin_scale::scale(state, scratch.as_ref(), !b.aws, || b.largest_item(), || timed.take())
+            .await?;
+    let mut out = json!({
         "events_per_s": eps.round(),
         "raw_writes_per_s": wps.round(),
         "ratio": (eps / wps * 1000.0).round() / 1000.0,
@@ -177,5 +184,9 @@ pub async fn fanin(b: &Backend, p: &Params) -> Res<Value> {
                    commit with the event and its lifecycle events, and the dispatch requests. raw: \
                    StateStore::commit with one conditional transition and no events, on builds of the same \
                    shape, through the same states. Four alternating rounds of each (ratio: totals; round_ratios: each round's, to show the noise).",
-    }))
+    });
+    if let (Some(out), Value::Object(scale)) = (out.as_object_mut(), scale) {
+        out.extend(scale);
+    }
+    Ok(out)
 }

@@ -8,6 +8,7 @@ mod compile;
 mod cost;
 mod dispatch;
 mod fanin;
+mod fanin_scale;
 mod latency;
 mod logs;
 mod stop;
@@ -80,6 +81,17 @@ impl Params {
 pub struct Backend {
     pub aws: bool,
     pub root: PathBuf,
+}
+
+impl Backend {
+    /// The largest DynamoDB item written so far (aws only; `None` locally).
+    pub fn largest_item(&self) -> Option<usize> {
+        #[cfg(feature = "aws")]
+        if self.aws {
+            return Some(kiln_store_aws::largest_item_bytes());
+        }
+        None
+    }
 }
 
 impl Backend {

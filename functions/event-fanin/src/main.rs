@@ -29,8 +29,10 @@ async fn main() -> Result<(), Error> {
         None => None,
     };
     let dlq = std::sync::Arc::new(dlq);
+    // Kept across invocations of this (warm) function: see `BuildCache`.
+    let cache = std::sync::Arc::new(kiln_core::fanin::BuildCache::new());
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
-        let (ports, dlq) = (ports.clone(), dlq.clone());
+        let (ports, dlq, cache) = (ports.clone(), dlq.clone(), cache.clone());
         async move {
             if event.payload.get("Records").is_none() {
                 // A scheduled event: the watchdog.
@@ -44,12 +46,14 @@ async fn main() -> Result<(), Error> {
             let sqs: SqsEvent = serde_json::from_value(event.payload)?;
             let batch = LambdaEvent::new(sqs, event.context);
             let response = handle(batch, Order::Fifo, move |msg: Received| {
-                let ports = ports.clone();
+                let (ports, cache) = (ports.clone(), cache.clone());
                 async move {
                     let event: CloudEvent = serde_json::from_str(&msg.body)
                         .map_err(|e| HandleError::Drop(format!("bad event: {e}")))?;
                     handle_event(
                         ports.state.as_ref(),
+                        &cache,
+                        ports.events.as_ref(),
                         ports.dispatch.as_ref(),
                         ports.git.as_ref().map(|g| g.notify.as_ref()),
                         &event,

@@ -122,6 +122,6 @@ pub async fn build_missing(
         });
     }
     tracing::info!(image, providers = %chosen.join(","), from = %defining.id, "building the missing providers");
-    let plan = defining.plan.clone();
+    let plan = (*defining.plan).clone();
     Ok(submit_plan(state, events, defining.repo.clone(), plan, Some(chosen)).await?)
 }

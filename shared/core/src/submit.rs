@@ -50,7 +50,7 @@ pub async fn submit_plan(
     build.providers = providers;
     if !build.plan.images.is_empty() {
         let list = requested_providers(&build).join(",");
-        build.plan.env.insert(PROVIDERS_ENV.to_string(), list);
+        std::sync::Arc::make_mut(&mut build.plan).env.insert(PROVIDERS_ENV.to_string(), list);
     }
     start_build(state, events, &build, None).await?;
     Ok(build)

@@ -149,8 +149,9 @@ impl System {
         let (shutdown, rx) = watch::channel(false);
         let mut tasks = tokio::task::JoinSet::new();
 
-        let (state, dispatch) = (ports.state.clone(), ports.dispatch.clone());
+        let (state, dispatch, events) = (ports.state.clone(), ports.dispatch.clone(), ports.events.clone());
         let notify = ports.git.as_ref().map(|g| g.notify.clone());
+        let cache = Arc::new(crate::fanin::BuildCache::new());
         // Events of one build arrive one at a time (FIFO groups); builds go in parallel.
         tasks.spawn(serve(
             "events",
@@ -160,10 +161,19 @@ impl System {
             rx.clone(),
             move |msg: Received| {
                 let (state, dispatch, notify) = (state.clone(), dispatch.clone(), notify.clone());
+                let (cache, events) = (cache.clone(), events.clone());
                 async move {
                     let event: CloudEvent = serde_json::from_str(&msg.body)
                         .map_err(|e| HandleError::Drop(format!("bad event: {e}")))?;
-                    handle_event(state.as_ref(), dispatch.as_ref(), notify.as_deref(), &event).await
+                    handle_event(
+                        state.as_ref(),
+                        &cache,
+                        events.as_ref(),
+                        dispatch.as_ref(),
+                        notify.as_deref(),
+                        &event,
+                    )
+                    .await
                 }
             },
         ));

@@ -38,6 +38,18 @@ impl Commit {
     pub fn dedupes(&self) -> bool {
         !self.event_id.is_empty()
     }
+
+    /// The stages a store must read to apply this commit with [`Build::apply_commit`]: the
+    /// ones its transitions move (or whose steps they move) and its new instances (to
+    /// refuse one that exists). A store reads these and the build's header, never the
+    /// rest, so a commit costs the same in a build of 10 stages or 1,000.
+    pub fn stages_touched(&self) -> BTreeSet<StageName> {
+        let moved = self.transitions.iter().filter_map(|t| match &t.target {
+            Target::Stage { stage } | Target::Step { stage, .. } => Some(stage.clone()),
+            Target::Build => None,
+        });
+        moved.chain(self.new_stages.iter().map(|s| s.name.clone())).collect()
+    }
 }
 
 /// Why a commit cannot be applied.
@@ -66,7 +78,8 @@ pub struct Applied {
 impl Build {
     /// Applies a commit's build changes in memory: its new stage instances first (the same
     /// commit may already move them on), then every transition with [`Build::apply`], then
-    /// the arrivals. On error `self` may be half-changed: apply to a copy.
+    /// the arrivals. On error `self` may be half-changed: apply to a copy. `self` may hold
+    /// only [`Commit::stages_touched`] of the build's stages: nothing else is looked at.
     pub fn apply_commit(&mut self, c: &Commit) -> Result<Applied, CommitError> {
         let first_new = self.stages.len();
         for st in &c.new_stages {

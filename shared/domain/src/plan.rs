@@ -13,7 +13,7 @@ pub const LAMBDA_MAX_TIMEOUT_MS: u64 = 15 * 60 * 1000;
 /// Default build-level timeout: a build never waits forever.
 pub const DEFAULT_BUILD_TIMEOUT_MS: u64 = 2 * 60 * 60 * 1000;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Plan {
     pub version: String,
     /// Environment for every step and service of the build.

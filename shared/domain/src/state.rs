@@ -5,6 +5,7 @@ use crate::ids::{BuildId, Repo, StageName, StepName};
 use crate::plan::Plan;
 use crate::status::Status;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Build {
@@ -19,7 +20,9 @@ pub struct Build {
     /// Why the build ended as it did, when that is not obvious from its stages.
     #[serde(default)]
     pub reason: Option<String>,
-    pub plan: Plan,
+    /// Shared, never changed once the build exists: cloning a build does not copy it, and
+    /// stores keep it apart from the build's hot items.
+    pub plan: Arc<Plan>,
     pub stages: Vec<StageState>,
     /// The providers this build was asked to build its images for (`POST
     /// /v1/images/{name}/builds`); `None`: every provider of each image. Steps see the list
@@ -130,13 +133,40 @@ impl Build {
             started_ms: None,
             finished_ms: None,
             reason: None,
-            plan,
+            plan: Arc::new(plan),
             stages,
             providers: None,
             arrivals: Arrivals::new(),
             secrets_allowed: true,
             git: None,
             compile_failed: false,
+        }
+    }
+
+    /// The build without its stages and with an empty plan: what a store keeps as the
+    /// build's header, small whatever the build's size (the stages and the plan are kept
+    /// apart). Every field is named here, so a new one cannot be left out unnoticed.
+    pub fn header(&self) -> Build {
+        Build { plan: Arc::new(Plan::default()), ..self.without_stages() }
+    }
+
+    /// The build without its stages, sharing its plan: cheap whatever the build's size.
+    pub fn without_stages(&self) -> Build {
+        Build {
+            id: self.id.clone(),
+            repo: self.repo.clone(),
+            status: self.status,
+            created_ms: self.created_ms,
+            started_ms: self.started_ms,
+            finished_ms: self.finished_ms,
+            reason: self.reason.clone(),
+            plan: self.plan.clone(),
+            stages: Vec::new(),
+            providers: self.providers.clone(),
+            arrivals: self.arrivals.clone(),
+            secrets_allowed: self.secrets_allowed,
+            git: self.git.clone(),
+            compile_failed: self.compile_failed,
         }
     }
 

@@ -14,7 +14,7 @@ mod sqs;
 mod ssm;
 
 pub use counting::{Capacity, RequestCounter, RequestCounts};
-pub use dynamo::{DynamoRepoStore, DynamoStateStore};
+pub use dynamo::{DynamoRepoStore, DynamoStateStore, MAX_ITEM_BYTES, largest_item_bytes};
 pub use s3logs::S3LogStore;
 pub use sqs::SqsQueue;
 pub use ssm::SsmSecretStore;

@@ -269,7 +269,28 @@ async fn every_item_of_a_build_expires_with_it() {
     }
     kinds.sort();
     kinds.dedup();
-    assert_eq!(kinds, ["APPLIED", "BUILD", "BUILD#LEASE", "BUILD#STAGE", "EVENT"], "{items:#?}");
+    assert_eq!(kinds, ["APPLIED", "BUILD", "BUILD#LEASE", "BUILD#STAGE", "EVENT", "PLAN"], "{items:#?}");
+}
+
+/// A build of 1,000 stages and 5,000 steps (a plan of about 500 KB): created in several
+/// writes, its plan cut into parts; no item written, by this or any other check of this
+/// process, is over 64 KB.
+#[tokio::test]
+#[ignore = "needs LocalStack: localstack/start.sh && localstack/seed.sh, then cargo test -- --include-ignored"]
+async fn no_item_over_64_kb() {
+    let c = localstack().await;
+    let s = state(&c);
+    contract::state_large_build(&s).await;
+    let plan = contract::large_plan(1000, 5);
+    let plan_bytes = serde_json::to_string(&plan).expect("json").len();
+    assert!(plan_bytes > 400 * 1024, "the plan is larger than one DynamoDB item could be: {plan_bytes}");
+    let largest = kiln_store_aws::largest_item_bytes();
+    assert!(largest > 0, "items were measured");
+    assert!(
+        largest <= kiln_store_aws::MAX_ITEM_BYTES,
+        "an item of {largest} bytes was written (limit {})",
+        kiln_store_aws::MAX_ITEM_BYTES
+    );
 }
 
 /// The whole suites on one store each, concurrently: the checks must not step on each
@@ -578,6 +599,7 @@ async fn dynamo_item_layout() {
             "BUILD#STAGE#test".into(),
             format!("EVENT#{:020}", 1),
             format!("EVENT#{:020}", 2),
+            "PLAN#0000".into(),
         ]
     );
     let head = items.iter().find(|i| sk(i) == "BUILD").expect("build item");

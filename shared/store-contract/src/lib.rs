@@ -33,6 +33,8 @@ macro_rules! for_each_state_check {
             catalog_duplicate_event_writes_once,
             catalog_concurrent_writes,
             catalog_list,
+            state_seq_and_parts,
+            state_large_build,
         );
     };
 }
@@ -109,6 +111,7 @@ mod leases;
 mod logs;
 mod queues;
 mod repos;
+mod scale;
 pub mod secrets;
 mod state;
 
@@ -118,4 +121,5 @@ pub use leases::*;
 pub use logs::*;
 pub use queues::*;
 pub use repos::*;
+pub use scale::*;
 pub use state::*;

@@ -31,6 +31,8 @@ pub async fn state_suite(s: &dyn StateStore) {
     catalog_duplicate_event_writes_once(s).await;
     catalog_concurrent_writes(s).await;
     catalog_list(s).await;
+    crate::scale::state_seq_and_parts(s).await;
+    crate::scale::state_large_build(s).await;
 }
 
 /// A created build reads back equal.

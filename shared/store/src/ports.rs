@@ -85,6 +85,18 @@ pub trait StateStore: Send + Sync {
     /// Stores a new build. Fails with `AlreadyExists` if the id is taken.
     async fn create_build(&self, build: &Build) -> Result<(), StoreError>;
     async fn get_build(&self, id: &BuildId) -> Result<Option<Build>, StoreError>;
+    /// The sequence number of the build's last recorded event (0 before the first). Every
+    /// commit records at least its own event, so this moves with every commit: a copy of
+    /// the build read at this number (`get_build_seq`) is still current. Reads the build's
+    /// header only. `None`: no such build.
+    async fn build_seq(&self, id: &BuildId) -> Result<Option<u64>, StoreError>;
+    /// The whole build and the sequence number it was read at (see `build_seq`).
+    async fn get_build_seq(&self, id: &BuildId) -> Result<Option<(Build, u64)>, StoreError>;
+    /// The build with only the named stages in `stages` (those that exist, in the build's
+    /// order): what dispatch and log ingest need, read in requests whose number and size do
+    /// not grow with the build. A partial view: never decide anything about the stages it
+    /// leaves out.
+    async fn get_build_part(&self, id: &BuildId, stages: &[StageName]) -> Result<Option<Build>, StoreError>;
     /// A repository's builds, newest first.
     async fn list_builds(&self, repo: &Repo, limit: usize) -> Result<Vec<BuildSummary>, StoreError>;
     /// Applies a commit atomically: every transition's `from` must still hold.

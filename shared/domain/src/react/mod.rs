@@ -25,7 +25,7 @@ mod needs;
 mod triggers;
 
 pub use catalog::{catalog_reads, react_catalog};
-pub use needs::ready_stages;
+pub use needs::{newly_ready, ready_stages};
 
 use crate::catalog::CatalogWrite;
 use crate::event::CloudEvent;
@@ -54,16 +54,36 @@ pub struct Reaction {
     pub arrivals: Option<crate::state::Arrivals>,
     /// Conditional writes to the image catalog (filled by [`react_catalog`]).
     pub catalog: Vec<CatalogWrite>,
+    /// The reaction stopped short of ending every stage it should (a cancel or a failure
+    /// in a large build ends hundreds), so that its commit stays within what one store
+    /// transaction takes: the fan-in records a [`CONTINUE`] event next, whose reaction goes
+    /// on where this one stopped. The build does not end before.
+    pub unfinished: bool,
 }
+
+/// The event the fan-in sends itself after an [`Reaction::unfinished`] reaction.
+pub const CONTINUE: &str = "dev.kiln.fanin.continue";
+
+/// At most this many lifecycle events in one reaction's bulk work (cancelling or skipping
+/// stages): with the stage items they touch and the event itself, a commit stays far
+/// below DynamoDB's 100 items a transaction.
+const MAX_EVENTS_PER_REACTION: usize = 40;
 
 /// Works out the reaction to `event` on `build`.
 pub fn react(build: &Build, event: &CloudEvent, now_ms: u64) -> Reaction {
-    let mut r = Reactor { b: build.clone(), out: Reaction::default(), now_ms, arrivals_changed: false };
+    react_owned(build.clone(), event, now_ms)
+}
+
+/// [`react`] on a build the caller gives up (it becomes the reaction's `after`): no copy
+/// of the build is made, so the reaction's cost follows what it touches.
+pub fn react_owned(build: Build, event: &CloudEvent, now_ms: u64) -> Reaction {
+    let mut r = Reactor { b: build, out: Reaction::default(), now_ms, arrivals_changed: false };
     match Report::from_event(event) {
         Ok(Some(report)) => r.on_report(report),
         Ok(None) => {}
         Err(malformed) => r.refuse(malformed.to_string()),
     }
+    r.cancel_pending();
     r.on_triggers(event);
     // Lifecycle events can trigger stages too (a cleanup stage when `build` fails): run the
     // triggers over each one, including those the triggers themselves cause, until quiet.
@@ -147,17 +167,8 @@ impl Reactor {
                     return self.refuse(format!("cancel: build is already {}", self.b.status));
                 }
                 let reason = Some(r.reason.unwrap_or_else(|| "canceled".to_string()));
+                // Its pending stages are canceled by `cancel_pending`, next.
                 self.go(Target::Build, Status::Canceled, Patch { reason, ..Patch::default() });
-                let pending: Vec<StageName> = self
-                    .b
-                    .stages
-                    .iter()
-                    .filter(|s| s.status == Status::Pending)
-                    .map(|s| s.name.clone())
-                    .collect();
-                for stage in pending {
-                    self.end_stage(&stage, Status::Canceled, Status::Canceled, Some("build canceled".into()));
-                }
             }
             // Image reports change no status: they go to the catalog (`react_catalog`).
             Report::ImageProgress(_) | Report::ImageResult(_) => {}
@@ -192,6 +203,31 @@ impl Reactor {
             Status::Running,
             Patch { attempt: Some(attempt), ..Patch::default() },
         );
+    }
+
+    /// A canceled build's pending stages are canceled (within the reaction's budget; a
+    /// [`CONTINUE`] event goes on with the rest).
+    fn cancel_pending(&mut self) {
+        if self.b.status != Status::Canceled {
+            return;
+        }
+        let pending: Vec<StageName> =
+            self.b.stages.iter().filter(|s| s.status == Status::Pending).map(|s| s.name.clone()).collect();
+        for stage in pending {
+            if self.over_budget() {
+                return;
+            }
+            self.end_stage(&stage, Status::Canceled, Status::Canceled, Some("build canceled".into()));
+        }
+    }
+
+    /// Whether the reaction has done as much bulk work as one commit should carry (then it
+    /// is marked unfinished).
+    fn over_budget(&mut self) -> bool {
+        if self.out.events.len() >= MAX_EVENTS_PER_REACTION {
+            self.out.unfinished = true;
+        }
+        self.out.unfinished
     }
 
     /// Reports from an attempt other than the stage's current one are stale.

@@ -530,3 +530,80 @@ fn lifecycle_events_carry_typed_data() {
     let d = LifecycleData::from_event(stage).unwrap().unwrap();
     assert_eq!((d.stage.as_ref().map(|s| s.as_str()), d.step.as_ref()), (Some("a"), None));
 }
+
+/// A plan of `n` stages of 2 steps, each needing the one before (a chain).
+fn chain(n: usize) -> Plan {
+    let names: Vec<String> = (0..n).map(|i| format!("c{i}")).collect();
+    let needs: Vec<Vec<&str>> =
+        (0..n).map(|i| if i == 0 { vec![] } else { vec![names[i - 1].as_str()] }).collect();
+    let stages: Vec<(&str, &[&str], usize)> =
+        (0..n).map(|i| (names[i].as_str(), needs[i].as_slice(), 2)).collect();
+    plan(&stages)
+}
+
+/// Applies CONTINUE events until a reaction is finished; returns the build and how many
+/// it took. Every reaction stays within its budget.
+fn continue_until_done(mut b: Build, first: Reaction) -> (Build, usize) {
+    let mut r = first;
+    let mut rounds = 0;
+    while r.unfinished {
+        assert!(r.events.len() <= MAX_EVENTS_PER_REACTION + 3, "{} events", r.events.len());
+        assert_ne!(b.status, Status::Succeeded);
+        rounds += 1;
+        assert!(rounds < 100, "continuations never end");
+        (b, r) = step(&b, CONTINUE, json!({}));
+    }
+    (b, rounds)
+}
+
+#[test]
+fn a_failure_in_a_large_build_skips_the_rest_in_bounded_reactions() {
+    let b = new_build(chain(200));
+    let (b, _) = apply(&b, started("c0", 1));
+    let (b, r) =
+        apply(&b, JobFailed { stage: StageName::new("c0"), attempt: Some(1), reason: "boom".into() });
+    assert!(r.unfinished, "199 stages of 3 transitions each do not fit one reaction");
+    assert_eq!(b.status, Status::Running, "the build does not end while stages are left to skip");
+    let (b, rounds) = continue_until_done(b, r);
+    assert!(rounds >= 10, "{rounds}");
+    assert_eq!(b.status, Status::Failed);
+    assert!(b.stages[1..].iter().all(|s| s.status == Status::Skipped));
+    assert!(b.is_settled());
+}
+
+#[test]
+fn a_cancel_of_a_large_build_cancels_every_stage_in_bounded_reactions() {
+    let b = new_build(chain(200));
+    let (b, r) = apply(&b, CancelRequested::default());
+    assert_eq!(b.status, Status::Canceled);
+    assert!(r.unfinished);
+    let (b, _) = continue_until_done(b, r);
+    assert!(b.stages.iter().all(|s| s.status == Status::Canceled));
+    // Nothing more to do: a further continuation changes nothing.
+    let (_, r) = step(&b, CONTINUE, json!({}));
+    assert!(r.transitions.is_empty() && !r.unfinished);
+}
+
+#[test]
+fn newly_ready_names_the_stages_a_success_made_ready() {
+    let b = new_build(plan(&[("a", &[], 1), ("b", &["a"], 1), ("c", &["a", "b"], 1), ("d", &[], 1)]));
+    // At the start: every stage without needs.
+    let start = Build::new(BuildId::generate(), Repo::new("a", "b"), b.plan.as_ref().clone(), 0);
+    let r = react(&start, &rev(&start, created_report(&start)), 1);
+    assert_eq!(
+        newly_ready(r.after.as_ref().unwrap(), &r.transitions, &r.new_stages),
+        ["a", "d"].map(StageName::new)
+    );
+    // A step event makes nothing ready.
+    let (b, r) = apply(&b, started("a", 1));
+    assert!(newly_ready(&b, &r.transitions, &r.new_stages).is_empty());
+    // `a` succeeding makes `b` ready, not `c` (it needs `b` too).
+    let (b, _) = apply(&b, step_started("a", "s0", 1));
+    let (b, _) = apply(&b, step_finished("a", "s0", 1, 0));
+    let (b, r) = apply(&b, finished("a", 1, StageOutcome::Completed));
+    assert_eq!(newly_ready(&b, &r.transitions, &r.new_stages), [StageName::new("b")]);
+    let b = run_stage(b, "d", &[0]);
+    assert_eq!(b.stage("d").unwrap().status, Status::Succeeded);
+    let (_, r) = apply(&b, started("b", 1));
+    assert!(newly_ready(&b, &r.transitions, &r.new_stages).is_empty());
+}

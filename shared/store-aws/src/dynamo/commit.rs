@@ -13,21 +13,22 @@ use kiln_domain::state::StageState;
 use kiln_store::{Commit, CommitOutcome, StoreError};
 
 impl DynamoStateStore {
-    pub(super) fn stage_put(
+    /// A new stage's item, at place `idx` in the build.
+    pub(super) fn stage_item(
         &self,
         id: &BuildId,
-        idx: usize,
+        idx: u64,
         st: &StageState,
         expires: &AttributeValue,
-    ) -> Result<TransactWriteItem, StoreError> {
+    ) -> Result<Item, StoreError> {
         let mut item = key(pk(id), stage_sk(&st.name));
         item.insert(EXPIRES_AT.into(), expires.clone());
-        item.insert("idx".into(), n(idx as u64));
+        item.insert("idx".into(), n(idx));
         item.insert("version".into(), n(1));
         item.insert("status".into(), s(status_str(st.status)?));
         item.insert("dispatched".into(), AttributeValue::Bool(st.dispatched));
         item.insert("doc".into(), s(stage_doc(st)?));
-        self.put_new(item)
+        Ok(item)
     }
 
     /// Writes a changed stage's document, conditional on the version it was read at.
@@ -37,6 +38,10 @@ impl DynamoStateStore {
         st: &StageState,
         version: u64,
     ) -> Result<TransactWriteItem, StoreError> {
+        let doc = stage_doc(st)?;
+        let mut measured = key(pk(id), stage_sk(&st.name));
+        measured.insert("doc".into(), s(doc.as_str()));
+        self.note_item(&measured);
         let update = Update::builder()
             .table_name(&self.table)
             .set_key(Some(key(pk(id), stage_sk(&st.name))))
@@ -45,7 +50,7 @@ impl DynamoStateStore {
             .expression_attribute_names("#doc", "doc")
             .expression_attribute_names("#status", "status")
             .expression_attribute_names("#version", "version")
-            .expression_attribute_values(":doc", s(stage_doc(st)?))
+            .expression_attribute_values(":doc", s(doc))
             .expression_attribute_values(":status", s(status_str(st.status)?))
             .expression_attribute_values(":next", n(version + 1))
             .expression_attribute_values(":version", n(version))
@@ -61,9 +66,14 @@ impl DynamoStateStore {
         id: &BuildId,
         c: &Commit,
     ) -> Result<Option<CommitOutcome>, StoreError> {
-        let (loaded, applied) = tokio::join!(self.load(id), self.applied(id, &c.event_id));
-        let loaded = loaded?.ok_or_else(|| StoreError::NotFound(id.clone()))?;
-        if applied? {
+        // The build item, the stages the commit touches and its event id's item, in one
+        // read: a commit costs the same in a build of 10 stages or 1,000.
+        let touched: Vec<_> = c.stages_touched().into_iter().collect();
+        let (loaded, applied) = self
+            .load_part(id, &touched, false, Some(&c.event_id))
+            .await?
+            .ok_or_else(|| StoreError::NotFound(id.clone()))?;
+        if applied {
             return Ok(Some(CommitOutcome::Duplicate));
         }
         let refused = |e| StoreError::refused(id, e);
@@ -90,11 +100,16 @@ impl DynamoStateStore {
             item.insert(EXPIRES_AT.into(), expires.clone());
             items.push(self.put_new(item)?);
         }
+        let head_doc = build_doc(&build)?;
+        let mut measured = key(pk.clone(), BUILD_SK.to_string());
+        measured.insert("doc".into(), s(head_doc.as_str()));
+        self.note_item(&measured);
         let update = Update::builder()
             .table_name(&self.table)
             .set_key(Some(key(pk.clone(), BUILD_SK.to_string())))
             .update_expression(
-                "SET #doc = :doc, #summary = :summary, #status = :status, #version = :next, #last_seq = :last_seq",
+                "SET #doc = :doc, #summary = :summary, #status = :status, #version = :next, #last_seq = :last_seq, \
+                 #stages_n = :stages_n",
             )
             .condition_expression("#version = :version")
             .expression_attribute_names("#doc", "doc")
@@ -102,7 +117,9 @@ impl DynamoStateStore {
             .expression_attribute_names("#status", "status")
             .expression_attribute_names("#version", "version")
             .expression_attribute_names("#last_seq", "last_seq")
-            .expression_attribute_values(":doc", s(build_doc(&build)?))
+            .expression_attribute_names("#stages_n", "stages_n")
+            .expression_attribute_values(":stages_n", n(loaded.stages_n + (build.stages.len() - first_new) as u64))
+            .expression_attribute_values(":doc", s(head_doc.clone()))
             .expression_attribute_values(":summary", s(json(&summary(&build))?))
             .expression_attribute_values(":status", s(status_str(build.status)?))
             .expression_attribute_values(":next", n(loaded.version + 1))
@@ -116,8 +133,8 @@ impl DynamoStateStore {
             let version = *loaded.stage_versions.get(name).expect("a loaded stage has a version");
             items.push(self.stage_update(id, st, version)?);
         }
-        for (i, st) in build.stages.iter().enumerate().skip(first_new) {
-            items.push(self.stage_put(id, i, st, &expires)?);
+        for (k, st) in build.stages.iter().skip(first_new).enumerate() {
+            items.push(self.put_new(self.stage_item(id, loaded.stages_n + k as u64, st, &expires)?)?);
         }
         for (event, seq) in c.events.iter().zip(first_seq..) {
             let mut item = key(pk.clone(), event_sk(seq));

@@ -20,6 +20,16 @@ pub(super) const STAGE_PREFIX: &str = "BUILD#STAGE#";
 /// A stage's lease has an item of its own (so heartbeats never touch the stage item);
 /// its key shares the "BUILD" prefix, so the same Query reads it.
 pub(super) const LEASE_PREFIX: &str = "BUILD#LEASE#";
+/// The plan is written once, when the build is created, in parts of its own
+/// (`PLAN#0000`, ...): outside the "BUILD" prefix, so reading a build's hot items never
+/// reads it, and cut so that no item grows with the pipeline.
+pub(super) const PLAN_PREFIX: &str = "PLAN#";
+/// The most bytes of the plan's JSON in one part.
+pub(super) const PLAN_PART_BYTES: usize = 32 * 1024;
+/// The largest item Kiln means to write, far below DynamoDB's 400 KB: the largest one
+/// written is measured ([`super::largest_item_bytes`]) and the tests hold
+/// it under this.
+pub const MAX_ITEM_BYTES: usize = 64 * 1024;
 pub(super) const EVENT_PREFIX: &str = "EVENT#";
 pub(super) const APPLIED_PREFIX: &str = "APPLIED#";
 pub(super) const GSI1: &str = "gsi1";
@@ -69,6 +79,42 @@ pub(super) fn lease_of(item: &Item) -> Result<Lease, StoreError> {
         attempt: u32::try_from(attempt).map_err(|e| backend("read", format!("attempt: {e}")))?,
         until_ms: get_n(item, "until_ms")?,
     })
+}
+
+pub(super) fn plan_sk(part: usize) -> String {
+    format!("{PLAN_PREFIX}{part:04}")
+}
+
+/// `text` cut into pieces of at most `max` bytes, on character boundaries.
+pub(super) fn split_utf8(text: &str, max: usize) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let mut rest = text;
+    while rest.len() > max {
+        let mut cut = max;
+        while !rest.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let (head, tail) = rest.split_at(cut);
+        parts.push(head);
+        rest = tail;
+    }
+    parts.push(rest);
+    parts
+}
+
+/// An item's size as DynamoDB counts it (closely enough): attribute names and values.
+pub(super) fn item_bytes(item: &Item) -> usize {
+    fn value(v: &AttributeValue) -> usize {
+        match v {
+            AttributeValue::S(s) | AttributeValue::N(s) => s.len(),
+            AttributeValue::B(b) => b.as_ref().len(),
+            AttributeValue::L(l) => 3 + l.iter().map(|v| 1 + value(v)).sum::<usize>(),
+            AttributeValue::M(m) => 3 + m.iter().map(|(k, v)| 1 + k.len() + value(v)).sum::<usize>(),
+            AttributeValue::Ss(l) | AttributeValue::Ns(l) => l.iter().map(String::len).sum(),
+            _ => 1,
+        }
+    }
+    item.iter().map(|(k, v)| k.len() + value(v)).sum()
 }
 
 pub(super) fn event_sk(seq: u64) -> String {
@@ -164,11 +210,10 @@ pub(super) fn summary(b: &Build) -> BuildSummary {
     }
 }
 
-/// The build item's document: the build without its stages (they have their own items).
+/// The build item's document: the build's header (no stages, no plan: they have their
+/// own items).
 pub(super) fn build_doc(b: &Build) -> Result<String, StoreError> {
-    let mut head = b.clone();
-    head.stages.clear();
-    json(&head)
+    json(&b.header())
 }
 
 /// A stage item's document. `dispatched` lives in its own attribute (set by one

@@ -21,7 +21,11 @@ impl DynamoStateStore {
         runner: &str,
         lease_ms: u64,
     ) -> Result<Option<Claim>, StoreError> {
-        let loaded = self.load(id).await?.ok_or_else(|| StoreError::NotFound(id.clone()))?;
+        // The build item, the stage's item and its lease item only.
+        let (loaded, _) = self
+            .load_part(id, std::slice::from_ref(stage), true, None)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(id.clone()))?;
         let Some(st) = loaded.build.stage(stage.as_str()) else {
             return Err(StoreError::NotFound(id.clone()));
         };

@@ -10,11 +10,21 @@
 //! every process on the host reads the same clock, so a lease or a hidden message expires
 //! for all of them at once, and after a restart too.
 //!
-//! Schema (`PRAGMA user_version` = 2; 2 added `repos` and `claims`, created in a
-//! database of version 1 when it is opened):
+//! Schema (`PRAGMA user_version` = 3; 2 added `repos` and `claims`, created in a
+//! database of version 1 when it is opened; 3 split each build into its header, its plan
+//! and a row per stage, so a commit reads and writes only the stages it touches — an
+//! older database is converted when it is opened):
 //!
 //! ```text
-//! builds(id PK, repo, doc, last_seq)            the Build as JSON; last_seq of its history
+//! builds(id PK, repo, doc, last_seq)            the build's header as JSON (`Build::header`:
+//!                                               no stages, empty plan); last_seq of its
+//!                                               history
+//! plans(build PK, doc)                          the build's plan as JSON, written once (a
+//!                                               table of its own: SQLite rewrites a whole
+//!                                               row on UPDATE, so a plan beside the header
+//!                                               would be rewritten by every commit)
+//! stages(build, name, idx, doc)  PK (build, name)   a StageState as JSON; idx its place
+//!                                               in the build (index on (build, idx))
 //! events(build, seq, event)  PK (build, seq)    the history, one StoredEvent a row
 //! applied(build, event_id)   PK (build, id)     event ids applied by commits (dedup)
 //! images(image, provider, record)  PK (image, provider)   the catalog, current records
@@ -62,7 +72,19 @@ CREATE TABLE IF NOT EXISTS builds (
     doc TEXT NOT NULL,
     last_seq INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS plans (
+    build TEXT PRIMARY KEY,
+    doc TEXT NOT NULL
+);
 CREATE INDEX IF NOT EXISTS builds_by_repo ON builds (repo, id);
+CREATE TABLE IF NOT EXISTS stages (
+    build TEXT NOT NULL,
+    name TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    doc TEXT NOT NULL,
+    PRIMARY KEY (build, name)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS stages_by_idx ON stages (build, idx);
 CREATE TABLE IF NOT EXISTS events (
     build TEXT NOT NULL,
     seq INTEGER NOT NULL,
@@ -115,7 +137,6 @@ CREATE TABLE IF NOT EXISTS claims (
     value TEXT NOT NULL,
     created_ms INTEGER NOT NULL
 ) WITHOUT ROWID;
-PRAGMA user_version = 2;
 ";
 
 #[derive(Debug, thiserror::Error)]
@@ -131,6 +152,8 @@ pub enum OpenError {
     Io(PathBuf, std::io::Error),
     #[error("{0}: {1}")]
     Sqlite(PathBuf, rusqlite::Error),
+    #[error("{0}: converting to the current schema: {1}")]
+    Migrate(PathBuf, String),
 }
 
 /// The open database of one data dir: one writer connection (writes in this process take
@@ -195,6 +218,7 @@ impl SqliteDb {
         let tx =
             writer.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(sqlite)?;
         tx.execute_batch(SCHEMA).map_err(sqlite)?;
+        state::migrate(&tx).map_err(|e| OpenError::Migrate(path.clone(), e.to_string()))?;
         tx.commit().map_err(sqlite)?;
         Ok(Arc::new(Self {
             path,

@@ -6,10 +6,11 @@ use super::SqliteDb;
 use crate::is_safe_id;
 use async_trait::async_trait;
 use kiln_domain::catalog::{ImageHistoryEntry, ImageRecord};
-use kiln_domain::commit::{CatalogDocs, ClaimDecision, apply_catalog, images_written};
+use kiln_domain::commit::{Applied, CatalogDocs, ClaimDecision, apply_catalog, images_written};
 use kiln_domain::event::{StoredEvent, now_ms};
+use kiln_domain::plan::Plan;
 use kiln_domain::retention::expiry_ms;
-use kiln_domain::state::Build;
+use kiln_domain::state::{Build, StageState};
 use kiln_domain::{BuildId, Repo, StageName};
 use kiln_store::{BuildSummary, Claim, Commit, CommitOutcome, StateStore, StoreError};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
@@ -21,7 +22,13 @@ use std::time::Duration;
 #[derive(Clone, Debug)]
 pub struct SqliteStateStore {
     db: Arc<SqliteDb>,
+    /// Plans read by this process: a build's plan never changes, so dispatch reads it once
+    /// per build, not once per stage.
+    plans: Arc<std::sync::Mutex<std::collections::HashMap<BuildId, Arc<Plan>>>>,
 }
+
+/// Plans kept in memory, at most (emptied when full).
+const PLAN_CACHE_BUILDS: usize = 64;
 
 fn db(e: rusqlite::Error) -> StoreError {
     StoreError::Backend(format!("sqlite: {e}"))
@@ -43,14 +50,130 @@ fn begin(c: &mut Connection) -> Result<Transaction<'_>, StoreError> {
     c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)
 }
 
-fn load(c: &Connection, id: &BuildId) -> Result<Option<(Build, u64)>, StoreError> {
+/// The current schema version (see the module docs of `super`).
+const SCHEMA_VERSION: i64 = 3;
+
+/// Brings a database of an earlier schema to this one, inside the opening transaction:
+/// version 2 kept each build whole in `builds.doc`; each is split into its header, its
+/// plan and its stage rows.
+pub(super) fn migrate(tx: &Transaction) -> Result<(), StoreError> {
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(db)?;
+    if version >= SCHEMA_VERSION {
+        return Ok(());
+    }
+    // Version 2 kept each build whole in `doc`: its stages and plan are moved out.
+    let whole: Vec<(String, String)> = {
+        let mut st =
+            tx.prepare("SELECT id, doc FROM builds WHERE id NOT IN (SELECT build FROM plans)").map_err(db)?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(db)?;
+        rows.collect::<Result<_, _>>().map_err(db)?
+    };
+    for (id, doc) in whole {
+        let build: Build = parse("build", &doc)?;
+        tx.execute("UPDATE builds SET doc = ?2 WHERE id = ?1", params![id, json(&build.header())?])
+            .map_err(db)?;
+        tx.execute("INSERT INTO plans (build, doc) VALUES (?1, ?2)", params![id, json(&*build.plan)?])
+            .map_err(db)?;
+        for (idx, st) in build.stages.iter().enumerate() {
+            put_stage(tx, &build.id, Some(idx), st)?;
+        }
+    }
+    tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}")).map_err(db)
+}
+
+/// The build's header (its plan empty, no stages) and its last seq.
+fn load_header(c: &Connection, id: &BuildId) -> Result<Option<(Build, u64)>, StoreError> {
     let row: Option<(String, i64)> = c
-        .query_row("SELECT doc, last_seq FROM builds WHERE id = ?1", [id.as_str()], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
+        .prepare_cached("SELECT doc, last_seq FROM builds WHERE id = ?1")
+        .map_err(db)?
+        .query_row([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()
         .map_err(db)?;
     row.map(|(doc, seq)| Ok((parse("build", &doc)?, u64::try_from(seq).unwrap_or(0)))).transpose()
+}
+
+fn load_plan(c: &Connection, id: &BuildId) -> Result<Plan, StoreError> {
+    let doc: Option<String> = c
+        .prepare_cached("SELECT doc FROM plans WHERE build = ?1")
+        .map_err(db)?
+        .query_row([id.as_str()], |r| r.get(0))
+        .optional()
+        .map_err(db)?;
+    doc.map(|d| parse("plan", &d)).transpose().map(Option::unwrap_or_default)
+}
+
+/// The build's stages in their order: all of them, or only those named.
+fn load_stages(
+    c: &Connection,
+    id: &BuildId,
+    only: Option<&[StageName]>,
+) -> Result<Vec<StageState>, StoreError> {
+    let docs: Vec<String> = match only {
+        None => {
+            let mut st =
+                c.prepare_cached("SELECT doc FROM stages WHERE build = ?1 ORDER BY idx").map_err(db)?;
+            let rows = st.query_map([id.as_str()], |r| r.get(0)).map_err(db)?;
+            rows.collect::<Result<_, _>>().map_err(db)?
+        }
+        Some(names) => {
+            let mut st =
+                c.prepare_cached("SELECT idx, doc FROM stages WHERE build = ?1 AND name = ?2").map_err(db)?;
+            let mut found = Vec::with_capacity(names.len());
+            for name in names {
+                if let Some(row) = st
+                    .query_row(params![id.as_str(), name.as_str()], |r| Ok((r.get::<_, i64>(0)?, r.get(1)?)))
+                    .optional()
+                    .map_err(db)?
+                {
+                    found.push(row);
+                }
+            }
+            found.sort_by_key(|(idx, _)| *idx);
+            found.dedup_by_key(|(idx, _)| *idx);
+            found.into_iter().map(|(_, doc)| doc).collect()
+        }
+    };
+    docs.iter().map(|d| parse("stage", d)).collect()
+}
+
+/// Writes a stage's row; `idx` None: a new stage, placed after the build's last.
+fn put_stage(c: &Connection, id: &BuildId, idx: Option<usize>, st: &StageState) -> Result<(), StoreError> {
+    let doc = json(st)?;
+    match idx {
+        Some(i) => c
+            .prepare_cached(
+                "INSERT INTO stages (build, name, idx, doc) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (build, name) DO UPDATE SET doc = excluded.doc",
+            )
+            .map_err(db)?
+            .execute(params![id.as_str(), st.name.as_str(), i64_of(i as u64), doc]),
+        None => c
+            .prepare_cached(
+                "INSERT INTO stages (build, name, idx, doc) VALUES (?1, ?2, \
+                 (SELECT COALESCE(MAX(idx), -1) + 1 FROM stages WHERE build = ?1), ?3)",
+            )
+            .map_err(db)?
+            .execute(params![id.as_str(), st.name.as_str(), doc]),
+    }
+    .map(drop)
+    .map_err(db)
+}
+
+/// Rewrites a stage that exists.
+fn save_stage(c: &Connection, id: &BuildId, st: &StageState) -> Result<(), StoreError> {
+    c.prepare_cached("UPDATE stages SET doc = ?3 WHERE build = ?1 AND name = ?2")
+        .map_err(db)?
+        .execute(params![id.as_str(), st.name.as_str(), json(st)?])
+        .map(drop)
+        .map_err(db)
+}
+
+/// The whole build: header, plan and every stage.
+fn load(c: &Connection, id: &BuildId) -> Result<Option<(Build, u64)>, StoreError> {
+    let Some((mut build, seq)) = load_header(c, id)? else { return Ok(None) };
+    build.plan = Arc::new(load_plan(c, id)?);
+    build.stages = load_stages(c, id, None)?;
+    Ok(Some((build, seq)))
 }
 
 fn read_image(c: &Connection, image: &str) -> Result<Vec<ImageRecord>, StoreError> {
@@ -60,19 +183,23 @@ fn read_image(c: &Connection, image: &str) -> Result<Vec<ImageRecord>, StoreErro
     rows.map(|r| parse("image record", &r.map_err(db)?)).collect()
 }
 
-/// Read-modify-write of a build outside commits (dispatch flag, lease): `f` returns its
-/// result and whether it changed the build.
-fn update<T>(
+/// Read-modify-write of one stage outside commits (dispatch flag, lease): `f` gets the
+/// build's status and the stage, and returns its result and whether it changed the stage.
+/// Reads and writes that stage's row and the build's header, nothing else.
+fn update_stage<T>(
     c: &mut Connection,
     id: &BuildId,
-    f: impl FnOnce(&mut Build) -> Result<(T, bool), StoreError>,
+    stage: &StageName,
+    f: impl FnOnce(kiln_domain::Status, &mut StageState) -> Result<(T, bool), StoreError>,
 ) -> Result<T, StoreError> {
     let tx = begin(c)?;
-    let (mut build, _) = load(&tx, id)?.ok_or_else(|| StoreError::NotFound(id.clone()))?;
-    let (out, changed) = f(&mut build)?;
+    let (build, _) = load_header(&tx, id)?.ok_or_else(|| StoreError::NotFound(id.clone()))?;
+    let mut st = load_stages(&tx, id, Some(std::slice::from_ref(stage)))?
+        .pop()
+        .ok_or_else(|| StoreError::NotFound(id.clone()))?;
+    let (out, changed) = f(build.status, &mut st)?;
     if changed {
-        tx.execute("UPDATE builds SET doc = ?2 WHERE id = ?1", params![id.as_str(), json(&build)?])
-            .map_err(db)?;
+        save_stage(&tx, id, &st)?;
         tx.commit().map_err(db)?;
     }
     Ok(out)
@@ -80,7 +207,11 @@ fn update<T>(
 
 fn commit(c: &mut Connection, id: &BuildId, commit: &Commit) -> Result<CommitOutcome, StoreError> {
     let tx = begin(c)?;
-    let (mut build, last_seq) = load(&tx, id)?.ok_or_else(|| StoreError::NotFound(id.clone()))?;
+    // The header and the stages the commit touches: what it costs does not grow with the
+    // build (`Commit::stages_touched`).
+    let (mut build, last_seq) = load_header(&tx, id)?.ok_or_else(|| StoreError::NotFound(id.clone()))?;
+    let touched: Vec<StageName> = commit.stages_touched().into_iter().collect();
+    build.stages = load_stages(&tx, id, Some(&touched))?;
     let dedupe = commit.dedupes();
     if dedupe {
         let seen: Option<i64> = tx
@@ -96,7 +227,7 @@ fn commit(c: &mut Connection, id: &BuildId, commit: &Commit) -> Result<CommitOut
         }
     }
     let refused = |e| StoreError::refused(id, e);
-    build.apply_commit(commit).map_err(refused)?;
+    let Applied { first_new, changed } = build.apply_commit(commit).map_err(refused)?;
     let mut read = CatalogDocs::new();
     for name in images_written(&commit.images).map_err(refused)? {
         let records = read_image(&tx, &name)?;
@@ -136,9 +267,15 @@ fn commit(c: &mut Connection, id: &BuildId, commit: &Commit) -> Result<CommitOut
     let last = last_seq + commit.events.len() as u64;
     tx.execute(
         "UPDATE builds SET doc = ?2, last_seq = ?3 WHERE id = ?1",
-        params![id.as_str(), json(&build)?, i64_of(last)],
+        params![id.as_str(), json(&build.header())?, i64_of(last)],
     )
     .map_err(db)?;
+    for st in build.stages.iter().filter(|s| changed.contains(&s.name)) {
+        save_stage(&tx, id, st)?;
+    }
+    for st in &build.stages[first_new..] {
+        put_stage(&tx, id, None, st)?;
+    }
     if dedupe {
         tx.execute(
             "INSERT INTO applied (build, event_id) VALUES (?1, ?2)",
@@ -152,7 +289,19 @@ fn commit(c: &mut Connection, id: &BuildId, commit: &Commit) -> Result<CommitOut
 
 impl SqliteStateStore {
     pub fn new(db: Arc<SqliteDb>) -> Self {
-        Self { db }
+        Self { db, plans: Arc::default() }
+    }
+
+    fn cached_plan(&self, id: &BuildId) -> Option<Arc<Plan>> {
+        self.plans.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned()
+    }
+
+    fn keep_plan(&self, id: &BuildId, plan: Arc<Plan>) {
+        let mut plans = self.plans.lock().unwrap_or_else(|e| e.into_inner());
+        if plans.len() >= PLAN_CACHE_BUILDS {
+            plans.clear();
+        }
+        plans.insert(id.clone(), plan);
     }
 
     /// Opens `data_dir/kiln.db` (see [`SqliteDb::open`]).
@@ -175,7 +324,8 @@ impl SqliteStateStore {
                     let expired = {
                         let mut st = tx
                             .prepare(
-                                "SELECT id, json_extract(doc, '$.created_ms'), json_extract(doc, '$.plan.timeout_ms') \
+                                "SELECT id, json_extract(doc, '$.created_ms'), \
+                                 (SELECT json_extract(p.doc, '$.timeout_ms') FROM plans p WHERE p.build = id) \
                                  FROM builds",
                             )
                             .map_err(db)?;
@@ -198,6 +348,8 @@ impl SqliteStateStore {
                         for sql in [
                             "DELETE FROM events WHERE build = ?1",
                             "DELETE FROM applied WHERE build = ?1",
+                            "DELETE FROM stages WHERE build = ?1",
+                            "DELETE FROM plans WHERE build = ?1",
                             "DELETE FROM builds WHERE id = ?1",
                         ] {
                             tx.execute(sql, params![id]).map_err(db)?;
@@ -219,13 +371,13 @@ impl SqliteStateStore {
         self.db
             .read(
                 |c| {
-                    let mut st = c.prepare("SELECT doc FROM builds ORDER BY id").map_err(db)?;
-                    let rows = st.query_map([], |r| r.get::<_, String>(0)).map_err(db)?;
+                    let mut st = c.prepare("SELECT id FROM builds ORDER BY id").map_err(db)?;
+                    let ids: Vec<String> =
+                        st.query_map([], |r| r.get(0)).map_err(db)?.collect::<Result<_, _>>().map_err(db)?;
                     let mut out = Vec::new();
-                    for r in rows {
-                        let b: Build = parse("build", &r.map_err(db)?)?;
-                        if !b.is_settled() {
-                            out.push(b.id);
+                    for id in ids.into_iter().map(BuildId::new) {
+                        if load(c, &id)?.is_some_and(|(b, _)| !b.is_settled()) {
+                            out.push(id);
                         }
                     }
                     Ok(out)
@@ -246,7 +398,7 @@ impl StateStore for SqliteStateStore {
         self.db
             .write(
                 move |c| {
-                    let doc = json(&build)?;
+                    let (doc, plan) = (json(&build.header())?, json(&*build.plan)?);
                     let tx = begin(c)?;
                     let n = tx
                         .execute(
@@ -256,6 +408,14 @@ impl StateStore for SqliteStateStore {
                         .map_err(db)?;
                     if n == 0 {
                         return Err(StoreError::AlreadyExists(format!("build {}", build.id)));
+                    }
+                    tx.execute(
+                        "INSERT INTO plans (build, doc) VALUES (?1, ?2)",
+                        params![build.id.as_str(), plan],
+                    )
+                    .map_err(db)?;
+                    for (idx, st) in build.stages.iter().enumerate() {
+                        put_stage(&tx, &build.id, Some(idx), st)?;
                     }
                     tx.commit().map_err(db)
                 },
@@ -267,6 +427,67 @@ impl StateStore for SqliteStateStore {
     async fn get_build(&self, id: &BuildId) -> Result<Option<Build>, StoreError> {
         let id = id.clone();
         self.db.read(move |c| Ok(load(c, &id)?.map(|(b, _)| b)), StoreError::Backend).await
+    }
+
+    async fn build_seq(&self, id: &BuildId) -> Result<Option<u64>, StoreError> {
+        let id = id.clone();
+        self.db
+            .read(
+                move |c| {
+                    c.prepare_cached("SELECT last_seq FROM builds WHERE id = ?1")
+                        .map_err(db)?
+                        .query_row([id.as_str()], |r| r.get::<_, i64>(0))
+                        .optional()
+                        .map(|v| v.map(|v| u64::try_from(v).unwrap_or(0)))
+                        .map_err(db)
+                },
+                StoreError::Backend,
+            )
+            .await
+    }
+
+    async fn get_build_seq(&self, id: &BuildId) -> Result<Option<(Build, u64)>, StoreError> {
+        let id = id.clone();
+        self.db
+            .read(
+                move |c| {
+                    // One read transaction: the header and the stages of one moment.
+                    c.execute_batch("BEGIN").map_err(db)?;
+                    let out = load(c, &id);
+                    let _ = c.execute_batch("COMMIT");
+                    out
+                },
+                StoreError::Backend,
+            )
+            .await
+    }
+
+    async fn get_build_part(&self, id: &BuildId, stages: &[StageName]) -> Result<Option<Build>, StoreError> {
+        let (id, stages, known) = (id.clone(), stages.to_vec(), self.cached_plan(id));
+        let build = self
+            .db
+            .read(
+                move |c| {
+                    c.execute_batch("BEGIN").map_err(db)?;
+                    let out = (|| {
+                        let Some((mut build, _)) = load_header(c, &id)? else { return Ok(None) };
+                        build.plan = match known {
+                            Some(p) => p,
+                            None => Arc::new(load_plan(c, &id)?),
+                        };
+                        build.stages = load_stages(c, &id, Some(&stages))?;
+                        Ok(Some(build))
+                    })();
+                    let _ = c.execute_batch("COMMIT");
+                    out
+                },
+                StoreError::Backend,
+            )
+            .await?;
+        if let Some(b) = &build {
+            self.keep_plan(&b.id, b.plan.clone());
+        }
+        Ok(build)
     }
 
     async fn list_builds(&self, repo: &Repo, limit: usize) -> Result<Vec<BuildSummary>, StoreError> {
@@ -346,12 +567,7 @@ impl StateStore for SqliteStateStore {
         self.db
             .write(
                 move |c| {
-                    update(c, &id.clone(), |b| {
-                        let st = b
-                            .stages
-                            .iter_mut()
-                            .find(|s| s.name == stage)
-                            .ok_or_else(|| StoreError::NotFound(id.clone()))?;
+                    update_stage(c, &id, &stage, |_, st| {
                         if st.dispatched {
                             return Ok((false, false));
                         }
@@ -376,13 +592,7 @@ impl StateStore for SqliteStateStore {
         self.db
             .write(
                 move |c| {
-                    update(c, &id.clone(), |b| {
-                        let build_status = b.status;
-                        let st = b
-                            .stages
-                            .iter_mut()
-                            .find(|s| s.name == stage)
-                            .ok_or_else(|| StoreError::NotFound(id.clone()))?;
+                    update_stage(c, &id, &stage, |build_status, st| {
                         // The wall clock, read inside the transaction: every process
                         // judges a lease by the same clock.
                         let decision = st.decide_claim(build_status, &runner, now_ms(), lease_ms);

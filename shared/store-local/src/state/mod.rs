@@ -100,6 +100,30 @@ impl StateStore for LocalStateStore {
         .await
     }
 
+    async fn build_seq(&self, id: &BuildId) -> Result<Option<u64>, StoreError> {
+        Ok(self.get_build_seq(id).await?.map(|(_, seq)| seq))
+    }
+
+    async fn get_build_seq(&self, id: &BuildId) -> Result<Option<(Build, u64)>, StoreError> {
+        let id = id.clone();
+        self.run(move |s| {
+            if !is_safe_id(id.as_str()) {
+                return Ok(None);
+            }
+            s.with(&id, |e| Ok(e.map(|e| (e.build.clone(), e.meta.last_seq))))
+        })
+        .await
+    }
+
+    /// This store keeps whole builds in memory (the test double and `kiln run`'s store):
+    /// the part is cut from the whole.
+    async fn get_build_part(&self, id: &BuildId, stages: &[StageName]) -> Result<Option<Build>, StoreError> {
+        Ok(self.get_build(id).await?.map(|mut b| {
+            b.stages.retain(|s| stages.contains(&s.name));
+            b
+        }))
+    }
+
     async fn list_builds(&self, repo: &Repo, limit: usize) -> Result<Vec<BuildSummary>, StoreError> {
         let repo = repo.clone();
         self.run(move |s| s.list_builds(&repo, limit)).await
