@@ -84,6 +84,15 @@ impl Layout for Chunked {
         Err(LogError::Backend(format!("{}: chunk objects are not contiguous", p.name)))
     }
 
+    /// The chunks remembered from this process's last scan or write of the stream. A
+    /// remembered end can be stale (another process wrote or completed the stream): a
+    /// write at it is conditional (If-None-Match), so a stale end only costs a failed PUT
+    /// and the scan the writer would have made anyway.
+    fn remembered(&self, p: &Paths) -> Option<Scan> {
+        let chunks = self.seen().get(&p.prefix)?.clone();
+        Some(Scan { chunks, ..Scan::default() })
+    }
+
     fn locate(&self, p: &Paths, offset: u64, a: u64, b: u64) -> (String, (u64, u64)) {
         (p.chunk(offset), (a - offset, b - offset))
     }
@@ -113,10 +122,11 @@ impl Layout for Chunked {
         Ok(compact(self, o, p, scan).await?.then(|| scan.end()))
     }
 
-    /// Deletes the chunks and the `open` marker.
-    async fn clean_up(&self, o: &Objects, p: &Paths) -> Result<(), LogError> {
+    /// Deletes the chunks that were compacted (known from the scan: no listing) and the
+    /// `open` marker. A key already gone is no error, so a repeated `complete` is fine.
+    async fn clean_up(&self, o: &Objects, p: &Paths, scan: &Scan) -> Result<(), LogError> {
         self.forget(p);
-        let mut keys: Vec<String> = o.list(&p.chunks(), None).await?.into_iter().map(|(k, _)| k).collect();
+        let mut keys: Vec<String> = scan.chunks.iter().map(|(offset, _)| p.chunk(*offset)).collect();
         keys.push(p.open());
         o.delete_many(keys).await
     }

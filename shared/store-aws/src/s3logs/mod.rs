@@ -116,8 +116,38 @@ impl S3LogStore {
         read_stored(&*self.layout, &self.objects, p, scan, start, end).await
     }
 
+    /// Writes `bytes` (not empty) at the end this process remembers for the stream, if it
+    /// remembers one and `at` (the writer's offset; None: wherever the end is) is that end:
+    /// the offset it landed at, or None if the write was not tried or did not land.
+    ///
+    /// This skips the scan (a ListObjectsV2, priced like a PUT) before almost every batch
+    /// of a busy stream. It is safe without the scan: the chunk is created with
+    /// If-None-Match, so where another writer got first (a stale memory, a retry) the
+    /// PUT fails and the caller scans as before; chunks are contiguous, so an end no
+    /// chunk holds yet is the end. What the scan would add — that the stream was not
+    /// completed meanwhile — it could never promise either (a `complete` can land between
+    /// a scan and its PUT): `complete` comes after a stream's last write, as the runner
+    /// and ingest order it. A process that does not remember the stream (cold, or after
+    /// it completed it) scans once.
+    async fn try_remembered_end(
+        &self,
+        p: &Paths,
+        at: Option<u64>,
+        bytes: &[u8],
+    ) -> Result<Option<u64>, LogError> {
+        let Some(scan) = self.layout.remembered(p) else { return Ok(None) };
+        let end = scan.end();
+        if bytes.is_empty() || at.is_some_and(|at| at != end) {
+            return Ok(None);
+        }
+        Ok(self.layout.write_at_end(&self.objects, p, &scan, end, bytes).await?.then_some(end))
+    }
+
     /// One try at writing `bytes` at `offset`: None if it lost a race (look again).
     async fn try_put_chunk(&self, p: &Paths, offset: u64, bytes: &[u8]) -> Result<Option<()>, LogError> {
+        if self.try_remembered_end(p, Some(offset), bytes).await?.is_some() {
+            return Ok(Some(()));
+        }
         let n = bytes.len() as u64;
         let scan = self.scan(p).await?;
         if scan.complete {
@@ -158,6 +188,9 @@ impl S3LogStore {
     /// One try at writing `bytes` at the stream's end, wherever that is: the offset it
     /// landed at, None if it lost a race (look again). `Complete` means nothing landed.
     async fn try_append_at_end(&self, p: &Paths, bytes: &[u8]) -> Result<Option<u64>, LogError> {
+        if let Some(end) = self.try_remembered_end(p, None, bytes).await? {
+            return Ok(Some(end));
+        }
         let scan = self.scan(p).await?;
         if scan.complete {
             return Err(LogError::Complete { stream: p.name.clone() });
@@ -193,7 +226,7 @@ impl S3LogStore {
             // The marker last: once it exists, `log` holds every byte.
             self.objects.put(&p.complete(), len.to_string().into_bytes(), true).await?;
         }
-        self.layout.clean_up(&self.objects, p).await.map(Some)
+        self.layout.clean_up(&self.objects, p, &scan).await.map(Some)
     }
 }
 
