@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use kiln_domain::event::CloudEvent;
 use kiln_domain::report::{CancelRequested, JobFailed, Report};
 use kiln_domain::state::Build;
-use kiln_domain::{BuildId, Repo};
+use kiln_domain::{BuildId, Repo, Status};
 use kiln_store::{Claim, LogStore, Queue, Received, RepoStore, SecretStore, StateStore, StoreError};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -438,10 +438,12 @@ async fn heartbeat(
 }
 
 /// Whether the job's stage has ended (or is gone); a read that fails counts as not ended,
-/// so the runner goes on and reports (the fan-in ignores what is stale).
+/// so the runner goes on and reports (the fan-in ignores what is stale). `run_status` may
+/// be a moment stale: an ended stage read as running is taken for a cancel, and the
+/// runner's late report is ignored by the fan-in as stale.
 async fn stage_ended(state: &dyn StateStore, job: &Job) -> bool {
-    match state.get_build(&job.build).await {
-        Ok(Some(b)) => b.stage(job.stage.as_str()).is_none_or(|s| s.status.is_terminal()),
+    match state.run_status(&job.build, Some(&job.stage)).await {
+        Ok(Some(st)) => st.stage.is_none_or(Status::is_terminal),
         Ok(None) => true,
         Err(e) => {
             tracing::warn!(build = %job.build, stage = %job.stage, error = %e, "cannot read the build");

@@ -7,6 +7,7 @@ mod commit;
 mod keys;
 mod lease;
 mod repos;
+mod status;
 
 use crate::retry_races;
 use async_trait::async_trait;
@@ -236,6 +237,14 @@ impl StateStore for DynamoStateStore {
 
     async fn get_build(&self, id: &BuildId) -> Result<Option<Build>, StoreError> {
         Ok(self.load(id).await?.map(|l| l.build))
+    }
+
+    async fn run_status(
+        &self,
+        id: &BuildId,
+        stage: Option<&StageName>,
+    ) -> Result<Option<kiln_store::RunStatus>, StoreError> {
+        self.read_run_status(id, stage).await // dynamo/status.rs
     }
 
     async fn list_builds(&self, repo: &Repo, limit: usize) -> Result<Vec<BuildSummary>, StoreError> {
