@@ -334,16 +334,16 @@ impl LogStore for CountingLogs {
             m.get(&Self::key(build, stream)).map_or(0, |v| v.iter().map(|c| c.1).sum())
         };
         // LIST (scan), the chunks read back (GET each) or copied, PUT `log` (or a
-        // multipart upload of 8 MiB parts), PUT `complete`, DeleteObjects (free) of the
-        // chunks the scan found.
+        // multipart upload of 8 MiB parts; `log` marks the stream complete), DeleteObjects
+        // (free) of the chunks the scan found.
         self.c.add("s3.list", 1.0);
         const PART: u64 = 8 << 20;
         if total < PART {
             self.c.add("s3.get", len as f64);
-            self.c.add("s3.put", 2.0);
+            self.c.add("s3.put", 1.0);
         } else {
             self.c.add("s3.get", len as f64);
-            self.c.add("s3.put", 2.0 + total.div_ceil(PART) as f64 + 1.0);
+            self.c.add("s3.put", 1.0 + total.div_ceil(PART) as f64 + 1.0);
         }
         self.c.add("s3.delete_objects", 1.0);
         self.inner.complete(build, stream).await

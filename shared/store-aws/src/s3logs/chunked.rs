@@ -1,7 +1,7 @@
 //! The layout for ordinary buckets, which have no append: each batch is a chunk object
 //! keyed by its byte offset (`chunks/<offset>`, created with If-None-Match), an empty
 //! stream is an `open` marker, and `complete` compacts the chunks into `log`
-//! ([`super::compact`]) and then deletes them.
+//! ([`super::compact`]), which alone marks the stream complete, and then deletes them.
 
 use super::compact::compact;
 use super::keys::{Paths, Scan};
@@ -69,6 +69,7 @@ impl Layout for Chunked {
                     scan.complete = true;
                 } else if rest == "log" {
                     scan.log_size = Some(size);
+                    scan.complete = true;
                 } else if rest == "open" {
                     scan.open = true;
                 }
@@ -91,6 +92,12 @@ impl Layout for Chunked {
     fn remembered(&self, p: &Paths) -> Option<Scan> {
         let chunks = self.seen().get(&p.prefix)?.clone();
         Some(Scan { chunks, ..Scan::default() })
+    }
+
+    /// `log` is written by compaction only, after every chunk was read: it is the
+    /// completed stream (a `complete` marker, written beside it before, is still read).
+    fn log_is_complete(&self) -> bool {
+        true
     }
 
     fn locate(&self, p: &Paths, offset: u64, a: u64, b: u64) -> (String, (u64, u64)) {

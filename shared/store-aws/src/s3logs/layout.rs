@@ -20,6 +20,14 @@ pub(super) trait Layout: std::fmt::Debug + Send + Sync {
         None
     }
 
+    /// Whether a `log` object alone means the stream is complete, so `complete` writes no
+    /// marker of its own: true where only compaction writes `log`, whole, in one request
+    /// (a PutObject, or the CompleteMultipartUpload that makes it appear); false where
+    /// `log` is the live stream (S3 Express appends).
+    fn log_is_complete(&self) -> bool {
+        false
+    }
+
     /// Where the stream's bytes `a..b`, which lie in the chunk starting at `offset`, are
     /// stored: the object's key and the byte range within it.
     fn locate(&self, p: &Paths, offset: u64, a: u64, b: u64) -> (String, (u64, u64));

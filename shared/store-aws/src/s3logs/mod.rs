@@ -7,8 +7,11 @@
 //! ```text
 //! chunks/<offset, 20 digits>   one batch's bytes, written with If-None-Match: *
 //! open                         empty: the stream exists but has no bytes yet
-//! log                          the compacted stream (written by `complete`)
-//! complete                     marker, written after `log`: the stream's length
+//! log                          the compacted stream (written by `complete`): its
+//!                              existence means complete in the chunked layout
+//! complete                     marker, written after `log`: the stream's length (S3
+//!                              Express only, where `log` is the live stream; streams
+//!                              completed by earlier versions have it too)
 //! batches/<batch id, escaped>  `append`'s batch ids: the offset the batch landed at
 //! ```
 //!
@@ -223,8 +226,11 @@ impl S3LogStore {
         let scan = self.scan(p).await?;
         if !scan.complete {
             let Some(len) = self.layout.seal(&self.objects, p, &scan).await? else { return Ok(None) };
-            // The marker last: once it exists, `log` holds every byte.
-            self.objects.put(&p.complete(), len.to_string().into_bytes(), true).await?;
+            // The marker last: once it exists, `log` holds every byte. (Not needed where
+            // `log` itself says so: one PUT less per stream.)
+            if !self.layout.log_is_complete() {
+                self.objects.put(&p.complete(), len.to_string().into_bytes(), true).await?;
+            }
         }
         self.layout.clean_up(&self.objects, p, &scan).await.map(Some)
     }
@@ -367,8 +373,9 @@ impl LogStore for S3LogStore {
             .filter(|(_, s)| s.exists)
             .filter_map(|(key, s)| {
                 let stream = LogStream::from_key(&key)?;
-                let len = self.layout.listed_len(s.chunks, s.log, s.complete);
-                Some(LogInfo { stream, len, complete: s.complete })
+                let complete = s.complete || (s.log.is_some() && self.layout.log_is_complete());
+                let len = self.layout.listed_len(s.chunks, s.log, complete);
+                Some(LogInfo { stream, len, complete })
             })
             .collect();
         // The stable order of `kiln_domain::logs::sort_streams` (init, steps, services).
