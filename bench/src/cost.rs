@@ -133,7 +133,7 @@ pub fn price(c: &BTreeMap<String, f64>, runner_seconds: f64, runner_mb: f64) -> 
         "breakdown_usd": by_service,
         "breakdown_percent": percent,
         "aws_requests": {
-            "dynamodb_query": g("ddb.query"), "dynamodb_getitem": g("ddb.getitem"),
+            "dynamodb_query": g("ddb.query"), "dynamodb_getitem": g("ddb.getitem"), "dynamodb_batchgetitem": g("ddb.batchget"),
             "dynamodb_updateitem": g("ddb.updateitem"), "dynamodb_transactwriteitems": g("ddb.transact"),
             "dynamodb_wru": g("ddb.wru"), "dynamodb_rru": g("ddb.rru"),
             "s3_put": g("s3.put"), "s3_list": g("s3.list"), "s3_get": g("s3.get"),

@@ -15,13 +15,16 @@ pub struct Ingest {
 }
 
 impl Ingest {
+    /// The answer to every ingest call: read with `run_status` (the build's and the
+    /// stage's status only, possibly a moment stale: a hint; the lease decides).
     async fn reply(&self, build: &BuildId, stage: Option<&StageName>) -> Result<IngestReply, SinkError> {
-        let b = self.state.get_build(build).await.map_err(|e| SinkError::Transient(e.to_string()))?;
-        let Some(b) = b else {
+        let st =
+            self.state.run_status(build, stage).await.map_err(|e| SinkError::Transient(e.to_string()))?;
+        let Some(st) = st else {
             return Err(SinkError::UnknownBuild(build.clone()));
         };
-        let stage_ended = stage.and_then(|s| b.stage(s.as_str())).is_some_and(|s| s.status.is_terminal());
-        Ok(IngestReply { canceled: b.status == Status::Canceled || stage_ended })
+        let stage_ended = st.stage.is_some_and(Status::is_terminal);
+        Ok(IngestReply { canceled: st.build == Status::Canceled || stage_ended })
     }
 }
 

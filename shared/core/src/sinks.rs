@@ -48,7 +48,8 @@ pub trait LogSink: Send + Sync {
     /// The stream has ended: compact it; no more writes.
     async fn complete(&self, build: &BuildId, stream: &LogStream) -> Result<IngestReply, SinkError>;
     /// Nothing to store, only the question: should this stage stop (build canceled, or
-    /// the stage ended by an event)? Runners ask every half second.
+    /// the stage ended by an event)? Every other call answers it too, so runners ask
+    /// only after 1.5 s without an answer (`system::HEARTBEAT_QUIET`).
     async fn heartbeat(&self, build: &BuildId, stage: &StageName) -> Result<IngestReply, SinkError> {
         let _ = (build, stage);
         Ok(IngestReply::default())

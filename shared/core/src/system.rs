@@ -9,14 +9,15 @@ use crate::notify::Notifier;
 use crate::queues::{DispatchRequest, HandleError, Order, send_event, serve};
 use crate::runner::{RunnerConfig, RunnerCtx, RunnerError, StepEnvPolicy, run_job};
 use crate::secrets::{NoSecrets, SecretSource, StoreSecrets};
-use crate::sinks::{EventSink, LogSink, SinkError};
+use crate::sinks::{EventSink, IngestReply, LogSink, SinkError};
 use crate::submit::{SubmitError, submit};
 use crate::tokens::TokenSigner;
 use async_trait::async_trait;
 use kiln_domain::event::CloudEvent;
+use kiln_domain::logs::LogStream;
 use kiln_domain::report::{CancelRequested, JobFailed, Report};
 use kiln_domain::state::Build;
-use kiln_domain::{BuildId, Repo};
+use kiln_domain::{BuildId, Repo, StageName, Status};
 use kiln_store::{Claim, LogStore, Queue, Received, RepoStore, SecretStore, StateStore, StoreError};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -324,6 +325,7 @@ impl JobWorker {
             tracing::warn!(build = %job.build, stage = %job.stage, error = %e, "visibility extension failed");
         }
         let (logs, events) = self.sinks.sinks(&job);
+        let logs = Arc::new(Contact::new(logs));
         if job.deadline_ms.is_some_and(|d| kiln_domain::event::now_ms() >= d) {
             let failed = Report::from(JobFailed {
                 stage: job.stage.clone(),
@@ -336,6 +338,7 @@ impl JobWorker {
         let (cancel_tx, cancel_rx) = watch::channel(false);
         let (lost_tx, lost_rx) = watch::channel(false);
         let heartbeat = tokio::spawn(heartbeat(
+            logs.clone(),
             Lease {
                 state: self.state.clone(),
                 jobs: self.jobs.clone(),
@@ -343,7 +346,6 @@ impl JobWorker {
                 runner: runner_id.clone(),
                 lease: self.config.lease,
             },
-            logs.clone(),
             job.clone(),
             cancel_tx,
             lost_tx,
@@ -357,7 +359,7 @@ impl JobWorker {
                 kill_grace: self.config.kill_grace,
                 step_env: self.config.step_env.clone(),
             },
-            logs,
+            logs: logs.clone(),
             events: events.clone(),
             cancel: cancel_rx,
             lease_lost: lost_rx,
@@ -398,25 +400,98 @@ struct Lease {
     lease: Duration,
 }
 
+/// How often the heartbeat loop wakes (to renew the lease when due, and to ask ingest
+/// whether to stop when the runner has been quiet).
+const HEARTBEAT_TICK: Duration = Duration::from_millis(500);
+
+/// The runner asks ingest "should I stop?" on its own (an ingest heartbeat: on AWS one
+/// API Gateway request and one log-ingest invocation) only after this long without any
+/// answer from ingest. Every log batch, init line and stream end is answered with the
+/// same `canceled` flag, and a printing step sends a batch every flush interval (1 s),
+/// so while output flows no heartbeat is sent at all. The bound kept: a cancel (or a
+/// stage ended by an event) reaches a running step within about 2 s of its commit — by
+/// the next batch's answer (≤ ~1 s apart while the step prints), or by a heartbeat at
+/// most `HEARTBEAT_QUIET` + one `HEARTBEAT_TICK` after the last answer — where it was
+/// 0.5 s with a heartbeat on every tick.
+const HEARTBEAT_QUIET: Duration = Duration::from_millis(1500);
+
+/// A job's log sink that remembers when ingest last answered (any call), so the
+/// heartbeat loop asks only when the runner has been quiet.
+struct Contact {
+    inner: Arc<dyn LogSink>,
+    last: std::sync::Mutex<tokio::time::Instant>,
+}
+
+impl Contact {
+    fn new(inner: Arc<dyn LogSink>) -> Self {
+        // The claim that started the job counts as contact: no heartbeat at once.
+        Self { inner, last: std::sync::Mutex::new(tokio::time::Instant::now()) }
+    }
+
+    fn answered(&self, reply: Result<IngestReply, SinkError>) -> Result<IngestReply, SinkError> {
+        if reply.is_ok() {
+            *self.last.lock().unwrap_or_else(|e| e.into_inner()) = tokio::time::Instant::now();
+        }
+        reply
+    }
+
+    fn quiet_for(&self) -> Duration {
+        self.last.lock().unwrap_or_else(|e| e.into_inner()).elapsed()
+    }
+}
+
+#[async_trait]
+impl LogSink for Contact {
+    async fn put(
+        &self,
+        build: &BuildId,
+        stream: &LogStream,
+        offset: u64,
+        bytes: &[u8],
+    ) -> Result<IngestReply, SinkError> {
+        self.answered(self.inner.put(build, stream, offset, bytes).await)
+    }
+
+    async fn append_init(
+        &self,
+        build: &BuildId,
+        batch_id: &str,
+        bytes: &[u8],
+    ) -> Result<IngestReply, SinkError> {
+        self.answered(self.inner.append_init(build, batch_id, bytes).await)
+    }
+
+    async fn complete(&self, build: &BuildId, stream: &LogStream) -> Result<IngestReply, SinkError> {
+        self.answered(self.inner.complete(build, stream).await)
+    }
+
+    async fn heartbeat(&self, build: &BuildId, stage: &StageName) -> Result<IngestReply, SinkError> {
+        self.answered(self.inner.heartbeat(build, stage).await)
+    }
+}
+
 /// While a job runs: renews its lease and the message's visibility, and raises the
-/// cancel flag once log ingest says the build was canceled. When the renewal finds the
-/// lease held by another runner (`Busy`), or the stage ended (`Finished`), it raises
-/// `lost` and stops: the steps are stopped and this attempt reports nothing more. A
-/// `Finished` because only the build ended (a cancel) is a cancel: the runner still
-/// reports its stage's end, which the fan-in needs to settle the build.
+/// cancel flag once log ingest says the build was canceled (asking it with a heartbeat
+/// only when no other call answered for [`HEARTBEAT_QUIET`]; the runner notes the
+/// answers to its own calls). When the renewal finds the lease held by another runner
+/// (`Busy`), or the stage ended (`Finished`), it raises `lost` and stops: the steps are
+/// stopped and this attempt reports nothing more. A `Finished` because only the build
+/// ended (a cancel) is a cancel: the runner still reports its stage's end, which the
+/// fan-in needs to settle the build.
 async fn heartbeat(
+    logs: Arc<Contact>,
     lease: Lease,
-    logs: Arc<dyn LogSink>,
     job: Job,
     cancel: watch::Sender<bool>,
     lost: watch::Sender<bool>,
 ) {
     let renew_every = (lease.lease / 3).max(Duration::from_millis(100));
     let mut last_renew = tokio::time::Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut tick = tokio::time::interval(HEARTBEAT_TICK);
     loop {
         tick.tick().await;
-        if let Ok(reply) = logs.heartbeat(&job.build, &job.stage).await
+        if logs.quiet_for() >= HEARTBEAT_QUIET
+            && let Ok(reply) = logs.heartbeat(&job.build, &job.stage).await
             && reply.canceled
         {
             let _ = cancel.send(true);
@@ -448,10 +523,12 @@ async fn heartbeat(
 }
 
 /// Whether the job's stage has ended (or is gone); a read that fails counts as not ended,
-/// so the runner goes on and reports (the fan-in ignores what is stale).
+/// so the runner goes on and reports (the fan-in ignores what is stale). `run_status` may
+/// be a moment stale: an ended stage read as running is taken for a cancel, and the
+/// runner's late report is ignored by the fan-in as stale.
 async fn stage_ended(state: &dyn StateStore, job: &Job) -> bool {
-    match state.get_build(&job.build).await {
-        Ok(Some(b)) => b.stage(job.stage.as_str()).is_none_or(|s| s.status.is_terminal()),
+    match state.run_status(&job.build, Some(&job.stage)).await {
+        Ok(Some(st)) => st.stage.is_none_or(Status::is_terminal),
         Ok(None) => true,
         Err(e) => {
             tracing::warn!(build = %job.build, stage = %job.stage, error = %e, "cannot read the build");

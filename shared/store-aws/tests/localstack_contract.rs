@@ -442,8 +442,8 @@ async fn s3_twenty_megabytes_compact_and_read_back() {
     let prefix = log.trim_end_matches("log").to_string();
     let mut left: Vec<String> = keys_under(&c, &prefix).await.into_iter().map(|(k, _)| k).collect();
     left.sort();
-    assert_eq!(left, vec![format!("{prefix}complete"), log.clone()]);
-    assert_eq!(object(&c, &format!("{prefix}complete")).await, data.len().to_string().as_bytes());
+    // `log` alone marks the stream complete (no `complete` marker in this layout).
+    assert_eq!(left, vec![log.clone()]);
     let (all, complete) = contract::read_all(&l, &b, &s).await;
     assert!(complete);
     assert!(all == data, "bytes differ");
@@ -499,11 +499,37 @@ async fn s3_key_layout() {
     assert_eq!(object(&c, &format!("{prefix}init/batches/runner-1%3A1")).await, b"0");
     l.complete(&b, &s).await.expect("complete");
     let keys: Vec<String> = keys_under(&c, &p).await.into_iter().map(|(k, _)| k).collect();
-    assert_eq!(keys, vec![format!("{p}complete"), format!("{p}log")]);
+    assert_eq!(keys, vec![format!("{p}log")]);
     assert_eq!(object(&c, &format!("{p}log")).await, b"hello\nworld\n");
     // A store that never saw the stream (another process) reads it the same.
     let other = logs(&c);
     assert_eq!(contract::read_all(&other, &b, &s).await, (b"hello\nworld\n".to_vec(), true));
+}
+
+/// A stream completed by an earlier version (`log` and a `complete` marker) and one
+/// completed now (`log` alone) read and list the same: complete, with the log's bytes.
+#[tokio::test]
+#[ignore = "needs LocalStack: localstack/start.sh && localstack/seed.sh, then cargo test -- --include-ignored"]
+async fn s3_completed_with_or_without_the_marker() {
+    let c = localstack().await;
+    let l = logs(&c);
+    let b = BuildId::generate();
+    let (old, new) = (contract::step_stream(1), contract::step_stream(2));
+    let put = |key: String, body: &'static [u8]| {
+        c.s3.put_object().bucket(config().bucket).key(key).body(body.to_vec().into()).send()
+    };
+    put(S3LogStore::log_key(&b, &old), b"old\n").await.expect("put");
+    put(S3LogStore::log_key(&b, &old).replace("/log", "/complete"), b"4").await.expect("put");
+    l.put_chunk(&b, &new, 0, b"new\n").await.expect("put");
+    l.complete(&b, &new).await.expect("complete");
+    for s in [&old, &new] {
+        let (bytes, complete) = contract::read_all(&l, &b, s).await;
+        assert!(complete && bytes.len() == 4, "{s}: {bytes:?} {complete}");
+        let err = l.put_chunk(&b, s, 4, b"more").await;
+        assert!(matches!(err, Err(LogError::Complete { .. })), "{err:?}");
+    }
+    let info = l.list(&b).await.expect("list");
+    assert_eq!(info.iter().map(|i| (i.len, i.complete)).collect::<Vec<_>>(), vec![(4, true), (4, true)]);
 }
 
 /// Writers racing for one offset: same bytes both succeed; different bytes, exactly one

@@ -128,3 +128,59 @@ async fn counts_every_request_by_operation_with_dynamodb_capacity() {
         all.operations().iter().filter(|(k, _)| k.starts_with("dynamodb.")).map(|(_, n)| n).sum();
     assert_eq!(ddb_operations, 4, "{all:?}");
 }
+
+/// The requests of a stream's life in the chunked layout: the first batch scans (one
+/// ListObjectsV2), later batches at the end the store remembers are one PutObject each;
+/// `complete` scans once, reads the chunks back, writes `log` (which alone marks the
+/// stream complete) and deletes the chunks it compacted (no second listing). `run_status` is two GetItems.
+#[tokio::test]
+#[ignore = "needs LocalStack: localstack/start.sh && localstack/seed.sh, then cargo test -- --include-ignored"]
+async fn a_stream_scans_once_and_run_status_reads_two_items() {
+    let shared = sdk_config().await;
+    let config = AwsConfig::from_env();
+    let counter = RequestCounter::new();
+    let counted = Clients::from_sdk_config_counted(&shared, counter.clone());
+    let plain = Clients::from_sdk_config(&shared);
+    let build = kiln_store_contract::sample_build();
+    DynamoStateStore::new(plain.dynamodb.clone(), config.table.clone()).create_build(&build).await.unwrap();
+
+    let logs = S3LogStore::new(counted.s3.clone(), config.bucket.clone());
+    let stream = LogStream::Step {
+        stage: build.stages[0].name.clone(),
+        step: StepName::new("s"),
+        number: 1,
+        attempt: 1,
+    };
+    let mut offset = 0;
+    for line in ["one\n", "two\n", "three\n"] {
+        logs.put_chunk(&build.id, &stream, offset, line.as_bytes()).await.unwrap();
+        offset += line.len() as u64;
+    }
+    // A retry of the last batch (its bytes are there): the conditional PUT fails, a scan
+    // finds the same bytes.
+    logs.put_chunk(&build.id, &stream, 4, b"two\n").await.unwrap();
+    let writes = counter.snapshot();
+    assert_eq!(
+        writes.operations(),
+        counts(&[("s3.GetObject", 1), ("s3.ListObjectsV2", 2), ("s3.PutObject", 3)]),
+        "first batch: LIST + PUT; two more: a PUT each; the retry: LIST + GET"
+    );
+    logs.complete(&build.id, &stream).await.unwrap();
+    let completed = counter.snapshot().since(&writes);
+    assert_eq!(
+        completed.operations(),
+        counts(&[("s3.DeleteObjects", 1), ("s3.GetObject", 3), ("s3.ListObjectsV2", 1), ("s3.PutObject", 1)])
+    );
+    let read = S3LogStore::new(plain.s3.clone(), config.bucket.clone());
+    assert_eq!(
+        kiln_store_contract::read_all(&read, &build.id, &stream).await,
+        (b"one\ntwo\nthree\n".to_vec(), true)
+    );
+
+    let state = DynamoStateStore::new(counted.dynamodb.clone(), config.table.clone());
+    let before = counter.snapshot();
+    let st = state.run_status(&build.id, Some(&build.stages[0].name)).await.unwrap().unwrap();
+    assert_eq!((st.build, st.stage), (build.status, Some(build.stages[0].status)));
+    let after = counter.snapshot().since(&before);
+    assert_eq!(after.operations(), counts(&[("dynamodb.GetItem", 2)]));
+}

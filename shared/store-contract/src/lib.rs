@@ -28,6 +28,7 @@ macro_rules! for_each_state_check {
             state_new_stages,
             state_concurrent_commits,
             state_mark_dispatched_once,
+            state_run_status,
             catalog_round_trip,
             catalog_stale_write_refused,
             catalog_duplicate_event_writes_once,

@@ -23,6 +23,7 @@ pub async fn state_suite(s: &dyn StateStore) {
     state_new_stages(s).await;
     state_concurrent_commits(s).await;
     state_mark_dispatched_once(s).await;
+    state_run_status(s).await;
     state_claim_job(s).await;
     state_claim_finished(s).await;
     state_lease_survives_commits(s).await;
@@ -296,4 +297,45 @@ pub async fn state_mark_dispatched_once(s: &dyn StateStore) {
     let test = StageName::new("test");
     let (a, b2) = tokio::join!(s.mark_dispatched(&b.id, &test), s.mark_dispatched(&b.id, &test));
     assert!(a.expect("mark_dispatched") != b2.expect("mark_dispatched"), "exactly one wins");
+}
+
+/// `run_status`: the build's status and one stage's (None: no such stage; no such build:
+/// None), following commits. It may be a moment stale (eventually consistent on
+/// DynamoDB), so a change is waited for, briefly.
+pub async fn state_run_status(s: &dyn StateStore) {
+    use kiln_store::RunStatus;
+    let b = created(s, &unique_repo()).await;
+    let (build, nope) = (StageName::new("build"), StageName::new("nope"));
+    let status = |stage: Option<StageName>| {
+        let id = b.id.clone();
+        async move { s.run_status(&id, stage.as_ref()).await.expect("run_status") }
+    };
+    let pending = Some(RunStatus { build: Status::Pending, stage: Some(Status::Pending) });
+    assert_eq!(status(Some(build.clone())).await, pending);
+    assert_eq!(status(None).await, Some(RunStatus { build: Status::Pending, stage: None }));
+    assert_eq!(status(Some(nope.clone())).await, Some(RunStatus { build: Status::Pending, stage: None }));
+    assert_eq!(s.run_status(&BuildId::generate(), Some(&build)).await.expect("run_status"), None);
+    let started = commit(
+        "ev-run",
+        vec![
+            tr(Target::Build, Status::Pending, Status::Running),
+            tr(stage("build"), Status::Pending, Status::Running),
+        ],
+        vec![],
+    );
+    s.commit(&b.id, &started).await.expect("commit");
+    let running = Some(RunStatus { build: Status::Running, stage: Some(Status::Running) });
+    let mut seen = status(Some(build.clone())).await;
+    for _ in 0..50 {
+        if seen == running {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        seen = status(Some(build.clone())).await;
+    }
+    assert_eq!(seen, running);
+    assert_eq!(
+        status(Some("test".into())).await,
+        Some(RunStatus { build: Status::Running, stage: Some(Status::Pending) })
+    );
 }

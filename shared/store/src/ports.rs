@@ -79,6 +79,15 @@ pub struct BuildSummary {
     pub finished_ms: Option<u64>,
 }
 
+/// Where a build and one of its stages stand, without the rest of the build
+/// ([`StateStore::run_status`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunStatus {
+    pub build: kiln_domain::Status,
+    /// The stage asked about; None if none was asked or the build has no such stage.
+    pub stage: Option<kiln_domain::Status>,
+}
+
 /// Builds, their stages and steps, and their event history.
 #[async_trait]
 pub trait StateStore: Send + Sync {
@@ -97,6 +106,25 @@ pub trait StateStore: Send + Sync {
     /// not grow with the build. A partial view: never decide anything about the stages it
     /// leaves out.
     async fn get_build_part(&self, id: &BuildId, stages: &[StageName]) -> Result<Option<Build>, StoreError>;
+
+    /// The status of a build and of one of its stages (None: no such build), for log
+    /// ingest's answer to a running runner ("stop: canceled, or your stage ended").
+    ///
+    /// It may be a moment stale (an adapter may read it eventually consistent): it is a
+    /// hint that makes a runner stop sooner, never what decides who may run — the lease
+    /// (`claim_job`, read consistently) is. A stop seen one read late costs one more batch.
+    /// By default read through `get_build`; an adapter where the whole build is dear to
+    /// read (DynamoDB: every stage item) reads only the two items.
+    async fn run_status(
+        &self,
+        build: &BuildId,
+        stage: Option<&StageName>,
+    ) -> Result<Option<RunStatus>, StoreError> {
+        let stages = stage.map(|s| vec![s.clone()]).unwrap_or_default();
+        let Some(b) = self.get_build_part(build, &stages).await? else { return Ok(None) };
+        let stage = stage.and_then(|s| b.stage(s.as_str())).map(|s| s.status);
+        Ok(Some(RunStatus { build: b.status, stage }))
+    }
     /// A repository's builds, newest first.
     async fn list_builds(&self, repo: &Repo, limit: usize) -> Result<Vec<BuildSummary>, StoreError>;
     /// Applies a commit atomically: every transition's `from` must still hold.

@@ -7,6 +7,7 @@ mod commit;
 mod keys;
 mod lease;
 mod repos;
+mod status;
 
 use crate::retry_races;
 use async_trait::async_trait;
@@ -461,6 +462,14 @@ impl StateStore for DynamoStateStore {
 
     async fn get_build_part(&self, id: &BuildId, stages: &[StageName]) -> Result<Option<Build>, StoreError> {
         Ok(self.load_part(id, stages, false, None).await?.map(|(l, _)| l.build))
+    }
+
+    async fn run_status(
+        &self,
+        id: &BuildId,
+        stage: Option<&StageName>,
+    ) -> Result<Option<kiln_store::RunStatus>, StoreError> {
+        self.read_run_status(id, stage).await // dynamo/status.rs
     }
 
     async fn list_builds(&self, repo: &Repo, limit: usize) -> Result<Vec<BuildSummary>, StoreError> {

@@ -1,7 +1,7 @@
 //! The layout for ordinary buckets, which have no append: each batch is a chunk object
 //! keyed by its byte offset (`chunks/<offset>`, created with If-None-Match), an empty
 //! stream is an `open` marker, and `complete` compacts the chunks into `log`
-//! ([`super::compact`]) and then deletes them.
+//! ([`super::compact`]), which alone marks the stream complete, and then deletes them.
 
 use super::compact::compact;
 use super::keys::{Paths, Scan};
@@ -69,6 +69,7 @@ impl Layout for Chunked {
                     scan.complete = true;
                 } else if rest == "log" {
                     scan.log_size = Some(size);
+                    scan.complete = true;
                 } else if rest == "open" {
                     scan.open = true;
                 }
@@ -82,6 +83,21 @@ impl Layout for Chunked {
             self.forget(p);
         }
         Err(LogError::Backend(format!("{}: chunk objects are not contiguous", p.name)))
+    }
+
+    /// The chunks remembered from this process's last scan or write of the stream. A
+    /// remembered end can be stale (another process wrote or completed the stream): a
+    /// write at it is conditional (If-None-Match), so a stale end only costs a failed PUT
+    /// and the scan the writer would have made anyway.
+    fn remembered(&self, p: &Paths) -> Option<Scan> {
+        let chunks = self.seen().get(&p.prefix)?.clone();
+        Some(Scan { chunks, ..Scan::default() })
+    }
+
+    /// `log` is written by compaction only, after every chunk was read: it is the
+    /// completed stream (a `complete` marker, written beside it before, is still read).
+    fn log_is_complete(&self) -> bool {
+        true
     }
 
     fn locate(&self, p: &Paths, offset: u64, a: u64, b: u64) -> (String, (u64, u64)) {
@@ -113,10 +129,11 @@ impl Layout for Chunked {
         Ok(compact(self, o, p, scan).await?.then(|| scan.end()))
     }
 
-    /// Deletes the chunks and the `open` marker.
-    async fn clean_up(&self, o: &Objects, p: &Paths) -> Result<(), LogError> {
+    /// Deletes the chunks that were compacted (known from the scan: no listing) and the
+    /// `open` marker. A key already gone is no error, so a repeated `complete` is fine.
+    async fn clean_up(&self, o: &Objects, p: &Paths, scan: &Scan) -> Result<(), LogError> {
         self.forget(p);
-        let mut keys: Vec<String> = o.list(&p.chunks(), None).await?.into_iter().map(|(k, _)| k).collect();
+        let mut keys: Vec<String> = scan.chunks.iter().map(|(offset, _)| p.chunk(*offset)).collect();
         keys.push(p.open());
         o.delete_many(keys).await
     }

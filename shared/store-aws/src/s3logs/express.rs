@@ -64,7 +64,7 @@ impl Layout for Express {
         Ok(Some(scan.log_size.unwrap_or(0)))
     }
 
-    async fn clean_up(&self, _o: &Objects, _p: &Paths) -> Result<(), LogError> {
+    async fn clean_up(&self, _o: &Objects, _p: &Paths, _scan: &Scan) -> Result<(), LogError> {
         Ok(())
     }
 

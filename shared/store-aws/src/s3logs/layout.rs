@@ -14,6 +14,20 @@ pub(super) trait Layout: std::fmt::Debug + Send + Sync {
     /// The stream as stored right now.
     async fn scan(&self, o: &Objects, p: &Paths) -> Result<Scan, LogError>;
 
+    /// The stream as this process last saw it, without a request: a hint that lets a
+    /// writer try the end it remembers before it scans; None if it remembers nothing.
+    fn remembered(&self, _p: &Paths) -> Option<Scan> {
+        None
+    }
+
+    /// Whether a `log` object alone means the stream is complete, so `complete` writes no
+    /// marker of its own: true where only compaction writes `log`, whole, in one request
+    /// (a PutObject, or the CompleteMultipartUpload that makes it appear); false where
+    /// `log` is the live stream (S3 Express appends).
+    fn log_is_complete(&self) -> bool {
+        false
+    }
+
     /// Where the stream's bytes `a..b`, which lie in the chunk starting at `offset`, are
     /// stored: the object's key and the byte range within it.
     fn locate(&self, p: &Paths, offset: u64, a: u64, b: u64) -> (String, (u64, u64));
@@ -36,8 +50,9 @@ pub(super) trait Layout: std::fmt::Debug + Send + Sync {
     /// written: the stream's length, or None if it changed underneath (look again).
     async fn seal(&self, o: &Objects, p: &Paths, scan: &Scan) -> Result<Option<u64>, LogError>;
 
-    /// After `complete`: removes what a completed stream no longer needs.
-    async fn clean_up(&self, o: &Objects, p: &Paths) -> Result<(), LogError>;
+    /// After `complete`: removes what a completed stream no longer needs (`scan`: the
+    /// stream as compacted).
+    async fn clean_up(&self, o: &Objects, p: &Paths, scan: &Scan) -> Result<(), LogError>;
 
     /// A listed stream's length, from the sizes of its chunk objects and its `log`.
     fn listed_len(&self, chunks: u64, log: Option<u64>, complete: bool) -> u64;

@@ -7,8 +7,11 @@
 //! ```text
 //! chunks/<offset, 20 digits>   one batch's bytes, written with If-None-Match: *
 //! open                         empty: the stream exists but has no bytes yet
-//! log                          the compacted stream (written by `complete`)
-//! complete                     marker, written after `log`: the stream's length
+//! log                          the compacted stream (written by `complete`): its
+//!                              existence means complete in the chunked layout
+//! complete                     marker, written after `log`: the stream's length (S3
+//!                              Express only, where `log` is the live stream; streams
+//!                              completed by earlier versions have it too)
 //! batches/<batch id, escaped>  `append`'s batch ids: the offset the batch landed at
 //! ```
 //!
@@ -116,8 +119,38 @@ impl S3LogStore {
         read_stored(&*self.layout, &self.objects, p, scan, start, end).await
     }
 
+    /// Writes `bytes` (not empty) at the end this process remembers for the stream, if it
+    /// remembers one and `at` (the writer's offset; None: wherever the end is) is that end:
+    /// the offset it landed at, or None if the write was not tried or did not land.
+    ///
+    /// This skips the scan (a ListObjectsV2, priced like a PUT) before almost every batch
+    /// of a busy stream. It is safe without the scan: the chunk is created with
+    /// If-None-Match, so where another writer got first (a stale memory, a retry) the
+    /// PUT fails and the caller scans as before; chunks are contiguous, so an end no
+    /// chunk holds yet is the end. What the scan would add — that the stream was not
+    /// completed meanwhile — it could never promise either (a `complete` can land between
+    /// a scan and its PUT): `complete` comes after a stream's last write, as the runner
+    /// and ingest order it. A process that does not remember the stream (cold, or after
+    /// it completed it) scans once.
+    async fn try_remembered_end(
+        &self,
+        p: &Paths,
+        at: Option<u64>,
+        bytes: &[u8],
+    ) -> Result<Option<u64>, LogError> {
+        let Some(scan) = self.layout.remembered(p) else { return Ok(None) };
+        let end = scan.end();
+        if bytes.is_empty() || at.is_some_and(|at| at != end) {
+            return Ok(None);
+        }
+        Ok(self.layout.write_at_end(&self.objects, p, &scan, end, bytes).await?.then_some(end))
+    }
+
     /// One try at writing `bytes` at `offset`: None if it lost a race (look again).
     async fn try_put_chunk(&self, p: &Paths, offset: u64, bytes: &[u8]) -> Result<Option<()>, LogError> {
+        if self.try_remembered_end(p, Some(offset), bytes).await?.is_some() {
+            return Ok(Some(()));
+        }
         let n = bytes.len() as u64;
         let scan = self.scan(p).await?;
         if scan.complete {
@@ -158,6 +191,9 @@ impl S3LogStore {
     /// One try at writing `bytes` at the stream's end, wherever that is: the offset it
     /// landed at, None if it lost a race (look again). `Complete` means nothing landed.
     async fn try_append_at_end(&self, p: &Paths, bytes: &[u8]) -> Result<Option<u64>, LogError> {
+        if let Some(end) = self.try_remembered_end(p, None, bytes).await? {
+            return Ok(Some(end));
+        }
         let scan = self.scan(p).await?;
         if scan.complete {
             return Err(LogError::Complete { stream: p.name.clone() });
@@ -190,10 +226,13 @@ impl S3LogStore {
         let scan = self.scan(p).await?;
         if !scan.complete {
             let Some(len) = self.layout.seal(&self.objects, p, &scan).await? else { return Ok(None) };
-            // The marker last: once it exists, `log` holds every byte.
-            self.objects.put(&p.complete(), len.to_string().into_bytes(), true).await?;
+            // The marker last: once it exists, `log` holds every byte. (Not needed where
+            // `log` itself says so: one PUT less per stream.)
+            if !self.layout.log_is_complete() {
+                self.objects.put(&p.complete(), len.to_string().into_bytes(), true).await?;
+            }
         }
-        self.layout.clean_up(&self.objects, p).await.map(Some)
+        self.layout.clean_up(&self.objects, p, &scan).await.map(Some)
     }
 }
 
@@ -334,8 +373,9 @@ impl LogStore for S3LogStore {
             .filter(|(_, s)| s.exists)
             .filter_map(|(key, s)| {
                 let stream = LogStream::from_key(&key)?;
-                let len = self.layout.listed_len(s.chunks, s.log, s.complete);
-                Some(LogInfo { stream, len, complete: s.complete })
+                let complete = s.complete || (s.log.is_some() && self.layout.log_is_complete());
+                let len = self.layout.listed_len(s.chunks, s.log, complete);
+                Some(LogInfo { stream, len, complete })
             })
             .collect();
         // The stable order of `kiln_domain::logs::sort_streams` (init, steps, services).
