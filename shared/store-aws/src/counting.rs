@@ -148,6 +148,8 @@ fn ask_capacity(input: &mut Input) {
         op::delete_item::DeleteItemInput,
         op::transact_write_items::TransactWriteItemsInput,
         op::transact_get_items::TransactGetItemsInput,
+        op::batch_get_item::BatchGetItemInput,
+        op::batch_write_item::BatchWriteItemInput,
         op::scan::ScanInput
     );
 }
@@ -169,6 +171,10 @@ fn capacity_of(output: &Output, name: &str) -> Option<Capacity> {
     } else if let Some(o) = output.downcast_ref::<op::transact_write_items::TransactWriteItemsOutput>() {
         o.consumed_capacity.iter().flatten().collect()
     } else if let Some(o) = output.downcast_ref::<op::transact_get_items::TransactGetItemsOutput>() {
+        o.consumed_capacity.iter().flatten().collect()
+    } else if let Some(o) = output.downcast_ref::<op::batch_get_item::BatchGetItemOutput>() {
+        o.consumed_capacity.iter().flatten().collect()
+    } else if let Some(o) = output.downcast_ref::<op::batch_write_item::BatchWriteItemOutput>() {
         o.consumed_capacity.iter().flatten().collect()
     } else if let Some(o) = output.downcast_ref::<op::scan::ScanOutput>() {
         o.consumed_capacity.iter().collect()
