@@ -2,7 +2,7 @@
 event source mappings, as plain CloudFormation after SAM's own transform (aws-sam-translator,
 the version `sam deploy` uses: pinned with the SAM CLI in localstack/constraints.txt).
 
-Usage: check_deploy.py [TEMPLATE] [--requests FILE]   (run with localstack/.venv's python)
+Usage: check_deploy.py [TEMPLATE] [--requests FILE --prefix PREFIX]   (localstack/.venv's python)
        check_deploy.py --transform TEMPLATE OUT.json  (only write the transformed template)
 
 The expectations come from the code and the README, not from a list kept here:
@@ -61,6 +61,7 @@ SERVICE_OF_CRATE = {"aws_sdk_dynamodb": "dynamodb", "aws_sdk_s3": "s3", "aws_sdk
 PARAMS = {"SigningKey": "x" * 32, "AdminTokens": "y" * 16}
 
 errors = []
+PREFIX = ["kiln"]  # the Prefix the recorded requests' resources were named with (--prefix)
 
 
 def fail(msg):
@@ -378,10 +379,14 @@ def check(template, requests):
     served = {}
     for method, path, access in code_routes():
         best = gateway_match(routes, method, path)
+        want = gateway_match(named, method, path)
         if best is None:
             fail(f"{method} {path} (the code's router, {access}): no route of the HTTP API reaches it")
-        else:
-            served.setdefault(best[2], []).append(f"{method} {path}")
+            continue
+        served.setdefault(best[2], []).append(f"{method} {path}")
+        if want is not None and want[2] != best[2]:
+            fail(f"{method} {path} (the code's router): reaches {best[2]} through {best[1][0]} {best[1][1]}; "
+                 f"the README's table sends it to {want[2]} ({want[1][0]} {want[1][1]})")
     if not served:
         fail("no route of the code's router found (shared/api/src/routes.rs, ui.rs): has the route table moved?")
 
@@ -462,10 +467,18 @@ def check_request(logical, call, granted, res):
     kind = call.get("kind")
     if kind and not any(t == "*" or t is None or res.get(t, {}).get("Type") == kind for t, _ in targets):
         fail(f"{logical}: its code called {action} on a {kind}, and its role allows it only on {sorted(map(str, targets))}")
-    queue = call.get("queue")  # the queue's logical id, when the recorder could tell
-    if queue and not any(t == queue for t, _ in targets):
-        fail(f"{logical}: its code called {action} on {queue}, and its role allows it only on "
-             f"{sorted(t for t, _ in targets)}")
+    if kind in ("AWS::SQS::Queue", "AWS::DynamoDB::Table") and resource:
+        # The recorded name, as the template names it (with the recording's prefix).
+        name_prop = {"AWS::SQS::Queue": "QueueName", "AWS::DynamoDB::Table": "TableName"}[kind]
+        owner = [k for k, r in res.items() if r["Type"] == kind
+                 and isinstance(r["Properties"].get(name_prop), dict)
+                 and r["Properties"][name_prop].get("Fn::Sub", "").replace("${Prefix}", PREFIX[0]) == resource]
+        if not owner:
+            fail(f"{logical}: its code called {action} on {resource}, which the template does not make "
+                 f"(recorded with prefix {PREFIX[0]!r})")
+        elif not any(t == owner[0] for t, _ in targets):
+            fail(f"{logical}: its code called {action} on {owner[0]}, and its role allows it only on "
+                 f"{sorted(str(t) for t, _ in targets)}")
 
 
 def main(argv):
@@ -477,6 +490,10 @@ def main(argv):
     if "--requests" in argv:
         i = argv.index("--requests")
         requests = json.loads(Path(argv[i + 1]).read_text())
+        argv = argv[:i] + argv[i + 2:]
+    if "--prefix" in argv:
+        i = argv.index("--prefix")
+        PREFIX[0] = argv[i + 1]
         argv = argv[:i] + argv[i + 2:]
     path = argv[0] if argv else str(ROOT / "infra/template.yaml")
     try:
