@@ -48,6 +48,11 @@ echo "== infra"
 # The SAM template, offline: cfn-lint, sam validate --lint, and the names/keys/variables the
 # code expects (with negative tests). The tools come from localstack/.venv (installed above).
 infra/test_template.sh
+# `sam build` as the README runs it, in this checkout (LocalStack's state and target/ present),
+# with a stand-in cargo: seconds. Then one function cross-built for arm64 for real (all of them
+# with KILN_SAM_BUILD_ALL=1; KILN_SKIP_CROSS_BUILD=1 skips it).
+infra/test_sam_build.sh
+if [ "${KILN_SKIP_CROSS_BUILD:-0}" != 1 ]; then infra/cross_build.sh; fi
 
 echo "== functions"
 # The Lambda binaries behind the runtime API emulator (cargo lambda watch), with real
