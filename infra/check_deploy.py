@@ -27,6 +27,7 @@ poller needs on the function's own queue.
 Exit 0 when everything holds; 1 with one line per problem.
 """
 
+import fnmatch
 import json
 import re
 import sys
@@ -467,6 +468,12 @@ def check_request(logical, call, granted, res):
     kind = call.get("kind")
     if kind and not any(t == "*" or t is None or res.get(t, {}).get("Type") == kind for t, _ in targets):
         fail(f"{logical}: its code called {action} on a {kind}, and its role allows it only on {sorted(map(str, targets))}")
+    if kind == "AWS::SSM::Parameter" and resource:
+        patterns = [sfx.split(":parameter", 1)[1].replace("${Prefix}", PREFIX[0]) for t, sfx in targets
+                    if t is None and ":parameter" in sfx]
+        if not any(fnmatch.fnmatchcase(resource, p) for p in patterns):
+            fail(f"{logical}: its code called {action} on the parameter {resource}, and its role allows it only "
+                 f"on {patterns}")
     if kind in ("AWS::SQS::Queue", "AWS::DynamoDB::Table") and resource:
         # The recorded name, as the template names it (with the recording's prefix).
         name_prop = {"AWS::SQS::Queue": "QueueName", "AWS::DynamoDB::Table": "TableName"}[kind]
