@@ -54,6 +54,7 @@ LOCALSTACK_OMITS = {("StateTable", "SSESpecification")}
 NAMES = {"StateTable": "KILN_TABLE", "LogBucket": "KILN_BUCKET", "JobsQueue": "KILN_JOBS_QUEUE",
          "DispatchQueue": "KILN_DISPATCH_QUEUE", "EventsQueue": "KILN_EVENTS_QUEUE", "JobsDlq": "KILN_JOBS_DLQ",
          "NotifyQueue": "KILN_NOTIFY_QUEUE"}
+QUEUES = {"JobsQueue", "DispatchQueue", "EventsQueue", "JobsDlq", "NotifyQueue"}
 
 
 def client(service):
@@ -130,7 +131,9 @@ def deploy(prefix, envfile):
                          ("JobsDlqUrl", "JobsDlq"), ("DispatchQueueUrl", "DispatchQueue"), ("EventsQueueUrl", "EventsQueue"),
                          ("NotifyQueueUrl", "NotifyQueue")]:
         assert outputs.get(key) == physical[logical], f"output {key}={outputs.get(key)} is not {logical}={physical[logical]}"
-    env = {var: physical[logical].rsplit("/", 1)[-1] for logical, var in NAMES.items()}
+    # Queues by URL, as the template passes them (Ref of a queue is its URL: no GetQueueUrl).
+    env = {var: physical[logical] if logical in QUEUES else physical[logical].rsplit("/", 1)[-1]
+           for logical, var in NAMES.items()}
     # What CloudFormation made is what the template says: FIFO events queue, redrive to the DLQs.
     attrs = lambda logical: sqs.get_queue_attributes(QueueUrl=physical[logical], AttributeNames=["All"])["Attributes"]
     for fifo in ("EventsQueue", "NotifyQueue"):
@@ -364,9 +367,9 @@ def run(examples):
     mappings = []  # the template's event source mappings: queue -> function, batch size
     for var, function, batch in [("KILN_EVENTS_QUEUE", "event-fanin", 10), ("KILN_DISPATCH_QUEUE", "dispatch", 10), ("KILN_JOBS_QUEUE", "runner", 1),
                                  ("KILN_NOTIFY_QUEUE", "notify", 10)]:
-        url = sqs.get_queue_url(QueueName=os.environ[var])["QueueUrl"]
+        url = os.environ[var]
         arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        mappings.append((os.environ[var], url, arn, function, batch))
+        mappings.append((url.rsplit("/", 1)[-1], url, arn, function, batch))
     status, body = api_get("/healthz")
     assert status == 200, f"/healthz: {status} {body!r}"
     for example in examples:

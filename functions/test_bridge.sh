@@ -19,6 +19,10 @@ VENV="$ROOT/localstack/.venv/bin"
 PORT="${KILN_BRIDGE_LAMBDA_PORT:-9019}"
 export KILN_PROXY_PORT="${KILN_BRIDGE_PROXY_PORT:-9018}"
 export KILN_LAMBDA_URL="http://127.0.0.1:$PORT"
+# The functions reach LocalStack through infra/record_requests.py, which notes each function's
+# AWS requests; infra/check_deploy.py then checks every role allows what its code called.
+AWS_PORT="${KILN_BRIDGE_AWS_PORT:-9017}"
+REQUESTS="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/target/deploy/requests.json"
 export KILN_PUBLIC_URL="https://kiln.example.com"
 PREFIX="kilnbr-$(date +%s)-$$"
 # shellcheck disable=SC1091
@@ -28,8 +32,10 @@ cargo build -q -p kiln-cli --bin kiln --locked  # the `kiln run` to compare with
 
 TMP="$(mktemp -d)"
 WATCH_PID=""
+REC_PID=""
 cleanup() {
   if [ -n "$WATCH_PID" ]; then kill "$WATCH_PID" 2>/dev/null || true; wait "$WATCH_PID" 2>/dev/null || true; fi
+  if [ -n "$REC_PID" ]; then kill "$REC_PID" 2>/dev/null || true; wait "$REC_PID" 2>/dev/null || true; fi
   "$VENV/python" functions/bridge.py destroy "$PREFIX" || true
   rm -rf "$TMP"
 }
@@ -43,13 +49,16 @@ set -a
 source "$TMP/names.env"
 set +a
 
+mkdir -p "$(dirname "$REQUESTS")"
+"$VENV/python" infra/record_requests.py "$AWS_PORT" "$AWS_ENDPOINT_URL" "$REQUESTS" &
+REC_PID=$!
 export SAM_CLI_TELEMETRY=0 KILN_WORKSPACE_ROOT="$TMP/runner"
 "$VENV/cargo-lambda" lambda watch --ignore-changes -A 127.0.0.1 -P "$PORT" --concurrency 2 \
   --env-var "$vars" \
   --env-var "KILN_SIGNING_KEY=test-signing-key-0123456789abcdef,KILN_ADMIN_TOKENS=test-admin-token,KILN_LOG=info" \
   --env-var "KILN_API_URL=http://127.0.0.1:$KILN_PROXY_PORT,KILN_WORKSPACE_ROOT=$KILN_WORKSPACE_ROOT" \
   --env-var "KILN_PUBLIC_URL=$KILN_PUBLIC_URL,KILN_SECRETS_PREFIX=/$PREFIX" \
-  --env-var "AWS_ENDPOINT_URL=$AWS_ENDPOINT_URL,AWS_REGION=$AWS_REGION" \
+  --env-var "AWS_ENDPOINT_URL=http://127.0.0.1:$AWS_PORT,AWS_REGION=$AWS_REGION" \
   --env-var "AWS_ACCESS_KEY_ID=$AWS_ACCESS_KEY_ID,AWS_SECRET_ACCESS_KEY=$AWS_SECRET_ACCESS_KEY" \
   >"$TMP/watch.log" 2>&1 &
 WATCH_PID=$!
@@ -63,4 +72,17 @@ if ! "$VENV/python" functions/bridge.py run examples/dag.yml examples/hello.yml;
   tail -40 "$TMP/watch.log" >&2
   exit 1
 fi
+# Every AWS request a function made is allowed by its role in the template, on that resource;
+# and a role narrowed by one action the code called (compile sending build-created) is refused.
+"$VENV/python" infra/check_deploy.py infra/template.yaml --requests "$REQUESTS" --prefix "$PREFIX"
+sed '/^  CompileFunction:/,/^  [A-Za-z]*Function:/{/Action: \[sqs:SendMessage\]/{n;s/EventsQueue/DispatchQueue/}}' \
+  infra/template.yaml >"$TMP/narrowed.yaml"
+if cmp -s infra/template.yaml "$TMP/narrowed.yaml"; then
+  echo "test_bridge.sh: the narrowed-policy mutation changed nothing (fix the test)" >&2
+  exit 1
+elif "$VENV/python" infra/check_deploy.py "$TMP/narrowed.yaml" --requests "$REQUESTS" --prefix "$PREFIX" 2>"$TMP/narrowed.err"; then
+  echo "test_bridge.sh: check_deploy.py accepted compile without SendMessage on the events queue" >&2
+  exit 1
+fi
+echo "negative test compile-cannot-send-events: refused ($(grep -m1 CompileFunction "$TMP/narrowed.err" | sed 's/^[^:]*: [^:]*: //'))"
 echo "test_bridge.sh: ok ($(( $(date +%s) - t0 ))s)"

@@ -234,7 +234,11 @@ def main():
                 fail(f"{logical}: {var} must be !Ref {target}")
         if binary in SQS_CONSUMERS:
             target = queue_ids.get(SQS_CONSUMERS[binary])
-            sqs = [e["Properties"] for e in props.get("Events", {}).values() if e.get("Type") == "SQS"]
+            # Event source mappings written out (AWS::Lambda::EventSourceMapping), or SAM SQS events.
+            sqs = [dict(r["Properties"], Queue=r["Properties"].get("EventSourceArn")) for r in resources.values()
+                   if r.get("Type") == "AWS::Lambda::EventSourceMapping"
+                   and r.get("Properties", {}).get("FunctionName") == {"Ref": logical}]
+            sqs += [e["Properties"] for e in props.get("Events", {}).values() if e.get("Type") == "SQS"]
             if not any(e.get("Queue") == {"Fn::GetAtt": [target, "Arn"]} for e in sqs):
                 fail(f"{logical}: no SQS event source on {target}")
             for e in sqs:

@@ -48,6 +48,16 @@ echo "== infra"
 # The SAM template, offline: cfn-lint, sam validate --lint, and the names/keys/variables the
 # code expects (with negative tests). The tools come from localstack/.venv (installed above).
 infra/test_template.sh
+# `sam build` as the README runs it, in this checkout (LocalStack's state and target/ present),
+# with a stand-in cargo: seconds. The real arm64 cross-build compiles every dependency again
+# for aarch64 in release (many minutes on a clean clone), so it is asked for:
+# KILN_CROSS_BUILD=1 builds one function, KILN_SAM_BUILD_ALL=1 all of them.
+infra/test_sam_build.sh
+if [ "${KILN_CROSS_BUILD:-0}" = 1 ] || [ "${KILN_SAM_BUILD_ALL:-0}" = 1 ]; then
+  infra/cross_build.sh
+else
+  echo "arm64 cross-build skipped (KILN_CROSS_BUILD=1 for one function, KILN_SAM_BUILD_ALL=1 for all)"
+fi
 
 echo "== functions"
 # The Lambda binaries behind the runtime API emulator (cargo lambda watch), with real

@@ -4,7 +4,7 @@
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use kiln_core::dispatch::handle_dispatch;
 use kiln_core::queues::{DispatchRequest, HandleError};
-use kiln_lambda::batch::{Order, handle};
+use kiln_lambda::batch::{self, handle};
 use kiln_lambda::{Error, env};
 use kiln_store::Received;
 use lambda_runtime::{LambdaEvent, service_fn};
@@ -17,7 +17,7 @@ async fn main() -> Result<(), Error> {
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
         let (ports, signer) = (ports.clone(), signer.clone());
         async move {
-            let response = handle(event, Order::Parallel, move |msg: Received| {
+            let response = handle(event, batch::DISPATCH, move |msg: Received| {
                 let (ports, signer) = (ports.clone(), signer.clone());
                 async move {
                     let req: DispatchRequest = serde_json::from_str(&msg.body)

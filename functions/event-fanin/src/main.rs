@@ -6,7 +6,7 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use kiln_core::fanin::handle_event;
 use kiln_core::queues::HandleError;
 use kiln_domain::event::CloudEvent;
-use kiln_lambda::batch::{Order, handle};
+use kiln_lambda::batch::{self, handle};
 use kiln_lambda::{Error, env, watchdog};
 use kiln_store::Received;
 use kiln_store_aws::SqsQueue;
@@ -44,8 +44,8 @@ async fn main() -> Result<(), Error> {
                 return Ok::<Value, Error>(serde_json::to_value(WatchdogRun { reported })?);
             }
             let sqs: SqsEvent = serde_json::from_value(event.payload)?;
-            let batch = LambdaEvent::new(sqs, event.context);
-            let response = handle(batch, Order::Fifo, move |msg: Received| {
+            let sqs_batch = LambdaEvent::new(sqs, event.context);
+            let response = handle(sqs_batch, batch::EVENT_FANIN, move |msg: Received| {
                 let (ports, cache) = (ports.clone(), cache.clone());
                 async move {
                     let event: CloudEvent = serde_json::from_str(&msg.body)

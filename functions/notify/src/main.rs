@@ -5,7 +5,7 @@
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use kiln_core::notify::Notifier;
 use kiln_lambda::Error;
-use kiln_lambda::batch::{Order, handle};
+use kiln_lambda::batch::{self, handle};
 use kiln_lambda::env::{self, ConfigError};
 use kiln_store::Received;
 use lambda_runtime::{LambdaEvent, service_fn};
@@ -28,7 +28,7 @@ async fn main() -> Result<(), Error> {
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
         let notifier = notifier.clone();
         async move {
-            let response = handle(event, Order::Fifo, move |msg: Received| {
+            let response = handle(event, batch::NOTIFY, move |msg: Received| {
                 let notifier = notifier.clone();
                 async move { notifier.handle(&msg.body).await }
             })

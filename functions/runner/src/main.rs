@@ -9,7 +9,7 @@ use kiln_core::ingest::Ingest;
 use kiln_core::queues::{Order as QueueOrder, serve};
 use kiln_core::runner::StepEnvPolicy;
 use kiln_core::system::{DirectSinks, JobWorker, Ports, QueueEventSink, SinkFactory, SystemConfig};
-use kiln_lambda::batch::{Order, handle};
+use kiln_lambda::batch::{self, handle};
 use kiln_lambda::{Error, env};
 use kiln_store::Received;
 use lambda_runtime::{LambdaEvent, service_fn};
@@ -53,7 +53,7 @@ async fn main() -> Result<(), Error> {
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
         let worker = worker.clone();
         async move {
-            let response = handle(event, Order::Parallel, move |msg: Received| {
+            let response = handle(event, batch::RUNNER, move |msg: Received| {
                 let worker = worker.clone();
                 async move { worker.handle(msg).await }
             })

@@ -21,6 +21,29 @@ pub enum Order {
     Fifo,
 }
 
+/// What an SQS-triggered function expects of its event source mapping. The template's
+/// mappings must say the same (`infra/check_deploy.py` reads these constants), with
+/// `ReportBatchItemFailures`: [`handle`] answers with `batchItemFailures`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mapping {
+    pub order: Order,
+    /// Most messages per invocation.
+    pub batch_size: usize,
+    /// Most seconds Lambda may wait to fill a batch (0: invoke as soon as there is a message;
+    /// FIFO mappings have no window).
+    pub max_batching_window_secs: u32,
+}
+
+/// `dispatch` (dispatch queue): ready stages become jobs at once, ten at a time.
+pub const DISPATCH: Mapping = Mapping { order: Order::Parallel, batch_size: 10, max_batching_window_secs: 0 };
+/// `event-fanin` (events FIFO): in order per build.
+pub const EVENT_FANIN: Mapping = Mapping { order: Order::Fifo, batch_size: 10, max_batching_window_secs: 0 };
+/// `notify` (notify FIFO): a build's statuses in order.
+pub const NOTIFY: Mapping = Mapping { order: Order::Fifo, batch_size: 10, max_batching_window_secs: 0 };
+/// `runner` (jobs queue): one job per invocation, so a stage has the whole 15 minutes and
+/// the whole memory of its invocation.
+pub const RUNNER: Mapping = Mapping { order: Order::Parallel, batch_size: 1, max_batching_window_secs: 0 };
+
 /// The message as the queue port's [`Received`]: the same handlers serve the in-process
 /// queues and Lambda.
 pub fn received(m: &SqsMessage) -> Received {
@@ -41,15 +64,24 @@ pub fn build_of(body: &str) -> String {
 /// Runs `handler` on every message of the batch. `Ok` and `Drop` (logged) count as done:
 /// the mapping deletes the message; `Retry` reports it failed, so it comes back (and,
 /// after the queue's `maxReceiveCount`, goes to the dead-letter queue).
-pub async fn handle<F, Fut>(event: LambdaEvent<SqsEvent>, order: Order, handler: F) -> SqsBatchResponse
+/// A batch larger than `mapping.batch_size` (a mapping that differs from the code) is
+/// still handled whole, with a warning.
+pub async fn handle<F, Fut>(event: LambdaEvent<SqsEvent>, mapping: Mapping, handler: F) -> SqsBatchResponse
 where
     F: Fn(Received) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), HandleError>> + Send + 'static,
 {
     let handler = Arc::new(handler);
     let mut failed: Vec<String> = Vec::new();
+    if event.payload.records.len() > mapping.batch_size {
+        tracing::warn!(
+            records = event.payload.records.len(),
+            expected = mapping.batch_size,
+            "a batch larger than this function's event source mapping should deliver"
+        );
+    }
     let mut records = event.payload.records.into_iter();
-    match order {
+    match mapping.order {
         Order::Fifo => {
             while let Some(m) = records.next() {
                 if !one(&handler, m.clone()).await {
@@ -163,7 +195,7 @@ mod tests {
     #[tokio::test]
     async fn parallel_reports_only_the_messages_to_retry() {
         let e = event(&[("a", "ok"), ("b", "retry"), ("c", "drop"), ("d", "retry")]);
-        let r = handle(e, Order::Parallel, by_body).await;
+        let r = handle(e, DISPATCH, by_body).await;
         assert_eq!(ids(&r), ["b", "d"]);
         // The wire shape Lambda expects back.
         let v = serde_json::to_value(&r).unwrap();
@@ -178,7 +210,7 @@ mod tests {
         let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
         let s = seen.clone();
         let e = event(&[("a", "ok"), ("b", "retry"), ("c", "ok"), ("d", "drop")]);
-        let r = handle(e, Order::Fifo, move |m: Received| {
+        let r = handle(e, EVENT_FANIN, move |m: Received| {
             s.lock().unwrap().push(m.body.clone());
             by_body(m)
         })
@@ -189,7 +221,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_all_good_batch_reports_nothing() {
-        let r = handle(event(&[("a", "ok"), ("b", "drop")]), Order::Fifo, by_body).await;
+        let r = handle(event(&[("a", "ok"), ("b", "drop")]), NOTIFY, by_body).await;
         assert!(r.batch_item_failures.is_empty());
         assert_eq!(serde_json::to_value(&r).unwrap(), json!({ "batchItemFailures": [] }));
     }

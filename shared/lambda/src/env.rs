@@ -3,7 +3,7 @@
 
 use kiln_core::system::{GitPorts, Ports};
 use kiln_core::tokens::TokenSigner;
-use kiln_store_aws::{AwsConfig, Clients, connect};
+use kiln_store_aws::{AwsConfig, Clients, connect_with};
 
 /// Log level (`error`, `warn`, `info`, `debug`, `trace`).
 pub const LOG: &str = "KILN_LOG";
@@ -64,6 +64,16 @@ impl Settings {
     }
 }
 
+/// The function's name, set by Lambda (and by `cargo lambda watch`).
+pub const FUNCTION_NAME: &str = "AWS_LAMBDA_FUNCTION_NAME";
+
+/// The SDK's app name for the function: every AWS request's user agent then says which
+/// function sent it (`app/<name>`: CloudTrail's userAgent; `infra/record_requests.py`
+/// attributes requests with it to check each role against what its function really calls).
+pub fn app_name(function: Option<&str>) -> Option<aws_config::AppName> {
+    aws_config::AppName::new(function?.trim().to_string()).ok()
+}
+
 /// The AWS adapters of every port, from `AwsConfig::from_env` and the usual AWS variables.
 pub async fn ports() -> Result<Ports, ConfigError> {
     Ok(connect_all().await?.0)
@@ -72,7 +82,11 @@ pub async fn ports() -> Result<Ports, ConfigError> {
 /// Like [`ports`], with the SDK clients (for resources beyond the ports, like the DLQ).
 pub async fn connect_all() -> Result<(Ports, Clients), ConfigError> {
     let config = AwsConfig::from_env();
-    let b = connect(&config).await?;
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Some(app) = app_name(std::env::var(FUNCTION_NAME).ok().as_deref()) {
+        loader = loader.app_name(app);
+    }
+    let b = connect_with(Clients::from_sdk_config(&loader.load().await), &config).await?;
     // Builds from git when the notify queue is configured (`KILN_NOTIFY_QUEUE`).
     let public_url = std::env::var(PUBLIC_URL).map(|v| v.trim().to_string()).unwrap_or_default();
     let git = b.notify.clone().map(|notify| GitPorts { repos: b.repos.clone(), notify, public_url });
@@ -91,6 +105,13 @@ pub async fn connect_all() -> Result<(Ports, Clients), ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn app_name_is_the_function_name() {
+        assert_eq!(app_name(Some("kiln-api")).map(|a| a.to_string()), Some("kiln-api".to_string()));
+        assert!(app_name(None).is_none());
+        assert!(app_name(Some("no spaces")).is_none());
+    }
 
     #[test]
     fn settings_need_a_signing_key_and_split_tokens() {
