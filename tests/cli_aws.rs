@@ -386,3 +386,96 @@ steps:
     }
     assert!(items > 3, "scanned only {items} items");
 }
+
+/// A pipeline of `stages` stages in layers of 10, each stage needing every stage of the
+/// layer before; the first stage runs `first`, every other `true`.
+fn layered(stages: usize, first: &str) -> String {
+    let mut y = String::from("version: \"1\"\nstages:\n");
+    for s in 0..stages {
+        let (layer, i) = (s / 10, s % 10);
+        y.push_str(&format!("  l{layer}s{i}:\n"));
+        if layer > 0 {
+            let needs: Vec<String> = (0..10).map(|j| format!("l{}s{j}", layer - 1)).collect();
+            y.push_str(&format!("    needs: [{}]\n", needs.join(", ")));
+        }
+        let cmd = if s == 0 { first } else { "true" };
+        y.push_str(&format!("    steps:\n      - name: k\n        commands: [\"{cmd}\"]\n"));
+    }
+    y
+}
+
+/// Waits (a generous, hang-catching deadline) until the build and all its stages ended.
+async fn ended_within(dev: &Dev, id: &str, limit: Duration) -> Value {
+    dev.until(id, "the build to end", limit, |b| {
+        !matches!(b["status"].as_str(), Some("pending" | "running"))
+            && b["stages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|s| !matches!(s["status"].as_str(), Some("pending" | "running")))
+    })
+    .await
+}
+
+/// A failure in the first layer of a build of 200 stages skips the other 199 (in as many
+/// bounded reactions as one DynamoDB transaction each allows, chained by continuation
+/// events) and the build ends failed: nothing left running or pending.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs LocalStack (scripts/test.sh starts it)"]
+async fn a_failure_in_a_large_build_skips_the_rest_and_ends_it() {
+    require_localstack();
+    let _one = ONE_AT_A_TIME.lock().await;
+    let s = Scratch::new();
+    let dev = Dev::start(&s, &private_resources("large-fail"), &[]);
+    let id = dev.submit(layered(200, "exit 3").as_bytes()).await;
+    let b = ended_within(&dev, &id, Duration::from_secs(300)).await;
+    assert_eq!(b["status"], "failed", "{:#}", b["reason"]);
+    let stages = b["stages"].as_array().unwrap();
+    assert_eq!(stages.len(), 200);
+    let count = |st: &str| stages.iter().filter(|s| s["status"] == st).count();
+    assert_eq!(count("failed"), 1);
+    // The nine other stages of the first layer ran; every later one was skipped.
+    assert_eq!(count("succeeded"), 9);
+    assert_eq!(count("skipped"), 190);
+    let (mut after, mut types) = (0, Vec::new());
+    loop {
+        let page: Value =
+            dev.get(&format!("/v1/builds/{id}/events?limit=1000&after={after}")).await.json().await.unwrap();
+        let events = page["events"].as_array().unwrap();
+        if events.is_empty() {
+            break;
+        }
+        types.extend(events.iter().map(|e| e["event"]["type"].as_str().unwrap_or_default().to_string()));
+        after = page["next_after"].as_u64().unwrap();
+    }
+    let continued = types.iter().filter(|t| *t == "dev.kiln.fanin.continue").count();
+    assert!(
+        continued >= 5,
+        "the skips took several bounded reactions: {continued} continuations in {} events",
+        types.len()
+    );
+}
+
+/// A pipeline of 1,000 stages (layers of 10 with `needs`) runs to the end on `kiln dev
+/// --backend aws`: created in several writes, every stage dispatched, run and reported.
+/// Long (minutes on LocalStack): run with KILN_LONG=1.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs LocalStack (scripts/test.sh starts it)"]
+async fn a_thousand_stage_pipeline_runs_to_the_end() {
+    require_localstack();
+    if std::env::var("KILN_LONG").is_err() {
+        eprintln!("not run: set KILN_LONG=1 (minutes on LocalStack)");
+        return;
+    }
+    let _one = ONE_AT_A_TIME.lock().await;
+    let s = Scratch::new();
+    let dev = Dev::start(&s, &private_resources("large-run"), &[]);
+    let started = Instant::now();
+    let id = dev.submit(layered(1000, "true").as_bytes()).await;
+    let b = ended_within(&dev, &id, Duration::from_secs(1800)).await;
+    eprintln!("1,000 stages ended {} in {:.0} s", b["status"], started.elapsed().as_secs_f64());
+    assert_eq!(b["status"], "succeeded", "{:#}", b["reason"]);
+    let stages = b["stages"].as_array().unwrap();
+    assert_eq!(stages.len(), 1000);
+    assert!(stages.iter().all(|s| s["status"] == "succeeded"));
+}
