@@ -400,3 +400,39 @@ async fn prune_removes_what_the_retention_has_passed() {
     assert_eq!(s.prune(30, now + 31 * DAY).await.expect("prune"), vec![young.id.clone()]);
     assert!(repos.claim("hook/github/d1", "z").await.expect("claim").is_none(), "the old claim went");
 }
+
+/// A database of schema version 2 (each build whole, plan and stages included, in
+/// `builds.doc`) is converted when it is opened: its builds read back equal, and take
+/// commits as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_2_database_is_converted_when_opened() {
+    let dir = tempdir();
+    let build = contract::sample_build();
+    {
+        // The version-2 shape, made by hand: a whole build in `doc`, no rows elsewhere.
+        let store = SqliteStateStore::open(dir.path()).expect("open");
+        drop(store);
+        let c = rusqlite::Connection::open(dir.path().join("kiln.db")).expect("sqlite");
+        c.execute(
+            "INSERT INTO builds (id, repo, doc, last_seq) VALUES (?1, ?2, ?3, 0)",
+            rusqlite::params![
+                build.id.as_str(),
+                build.repo.to_string(),
+                serde_json::to_string(&build).unwrap()
+            ],
+        )
+        .expect("insert");
+        c.execute_batch("PRAGMA user_version = 2").expect("version");
+    }
+    let store = SqliteStateStore::open(dir.path()).expect("reopen");
+    assert_eq!(store.get_build(&build.id).await.expect("get"), Some(build.clone()));
+    let part = store.get_build_part(&build.id, &[build.stages[1].name.clone()]).await.unwrap().unwrap();
+    assert_eq!(part.stages, vec![build.stages[1].clone()]);
+    let out = store.commit(&build.id, &commit("after-migration", 1, &build.id)).await.expect("commit");
+    assert_eq!(out, CommitOutcome::Applied { first_seq: 1 });
+    let c = rusqlite::Connection::open(dir.path().join("kiln.db")).expect("sqlite");
+    let version: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    assert_eq!(version, 3);
+    let doc: String = c.query_row("SELECT doc FROM builds", [], |r| r.get(0)).unwrap();
+    assert!(!doc.contains("\"steps\""), "the header no longer holds the stages: {doc}");
+}
