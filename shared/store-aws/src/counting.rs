@@ -181,7 +181,7 @@ fn capacity_of(output: &Output, name: &str) -> Option<Capacity> {
     } else {
         return None;
     };
-    let reads = matches!(name, "GetItem" | "Query" | "Scan" | "TransactGetItems");
+    let reads = matches!(name, "GetItem" | "BatchGetItem" | "Query" | "Scan" | "TransactGetItems");
     let mut c = Capacity::default();
     for cc in list {
         let total = cc.capacity_units.unwrap_or(0.0);
