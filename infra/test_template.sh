@@ -55,7 +55,7 @@ mutation notify-reads-all-secrets 's|parameter/${Prefix}/-git-\*/\*/TOKEN"|param
 mutation fanin-without-notify-queue '/KILN_JOBS_DLQ: !Ref JobsDlq/{n;n;d}'
 mutation notify-not-fifo '/QueueName: !Sub "${Prefix}-notify.fifo"/{n;s/FifoQueue: true/FifoQueue: false/}'
 # What SAM's transform makes (check_deploy.py). Widened policies:
-deploy_mutation widened-action '/Action: \[dynamodb:GetItem, dynamodb:Query, dynamodb:PutItem, dynamodb:ConditionCheckItem\]$/s/\]$/, dynamodb:Scan]/'
+deploy_mutation widened-action '/Action: \[dynamodb:GetItem, dynamodb:Query, dynamodb:PutItem, dynamodb:ConditionCheckItem, dynamodb:BatchWriteItem\]$/s/\]$/, dynamodb:Scan]/'
 deploy_mutation widened-wildcard-action 's/Action: \[s3:GetObject, s3:PutObject, s3:DeleteObject, s3:AbortMultipartUpload\]/Action: [s3:*]/'
 deploy_mutation widened-star-resource '/Action: \[sqs:ChangeMessageVisibility\]/{n;s/Resource: .*/Resource: "*"/}'
 deploy_mutation widened-whole-bucket 's|Resource: !Sub "${LogBucket.Arn}/logs/\*"|Resource: !Sub "${LogBucket.Arn}/*"|'
