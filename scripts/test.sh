@@ -71,6 +71,11 @@ echo "== bridge"
 # / api), and the outcome compared with `kiln run`.
 functions/test_bridge.sh
 
+echo "== fuzz"
+# Every fuzz target (fuzz/, cargo-fuzz on nightly) for KILN_FUZZ_SECS (20) seconds each;
+# a crash fails the run. Longer runs: see README, Reliability.
+scripts/fuzz.sh
+
 echo "== tests"
 mkdir -p target
 # The end-to-end tests run the real binaries (kiln, and the runner function for --poll).

@@ -45,6 +45,11 @@ impl Dev {
         Dev { child, url, scratch }
     }
 
+    /// The server's process id (for its memory in /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub async fn call(
         &self,
         method: reqwest::Method,

@@ -289,16 +289,29 @@ impl Masker {
     /// How many bytes at the end of `bytes` could be the start of a secret that more bytes
     /// would complete: a writer cutting a line in two keeps these back so that no secret
     /// is split across two batches unmasked.
+    ///
+    /// Found by scanning as [`Masker::mask`] does, from the first position whose outcome
+    /// more bytes could change: a secret there not yet whole, or a longer one than matches
+    /// now. Looking only at the tail is not enough: with a secret that overlaps itself
+    /// (`000` in `0000|00`), masking the first part consumes bytes the tail would need, and
+    /// the secret ends up whole across the cut (found by fuzzing: fuzz/, target protocol).
     pub fn pending_suffix_len(&self, bytes: &[u8]) -> usize {
-        let longest = self.secrets.first().map_or(0, Vec::len);
-        let max = longest.saturating_sub(1).min(bytes.len());
-        (1..=max)
-            .rev()
-            .find(|&k| {
-                let tail = &bytes[bytes.len() - k..];
-                self.secrets.iter().any(|s| s.len() > k && s.starts_with(tail))
-            })
-            .unwrap_or(0)
+        let len = bytes.len();
+        let mut i = 0;
+        while i < len {
+            if self.first[bytes[i] as usize] {
+                let rest = &bytes[i..];
+                if self.secrets.iter().any(|s| s.len() > rest.len() && s.starts_with(rest)) {
+                    return len - i;
+                }
+                if let Some(n) = self.match_len(rest) {
+                    i += n;
+                    continue;
+                }
+            }
+            i += 1;
+        }
+        0
     }
 }
 
@@ -446,5 +459,29 @@ mod tests {
         assert_eq!(m.pending_suffix_len(b"my s"), 1);
         assert_eq!(m.pending_suffix_len(b"secre"), 5);
         assert_eq!(m.pending_suffix_len(b"xyz"), 0);
+    }
+
+    /// Found by fuzzing (fuzz/artifacts/protocol/crash-8aaa…): a secret that overlaps itself,
+    /// cut after masking had consumed part of what the tail looked at.
+    #[test]
+    fn a_self_overlapping_secret_is_not_left_whole_across_a_cut() {
+        let mut m = Masker::new();
+        for s in [&b"\0\0\0"[..], b"\0.\0\0\0\xfb", b":2:jjjjjj"] {
+            m.add(s);
+        }
+        let out = b"\x02\0\0\0\0\0\0\xff\xff\xff\xff\0\0\0s";
+        let whole = m.mask(out).into_owned();
+        for mid in 0..=out.len() {
+            let cut = mid - m.pending_suffix_len(&out[..mid]);
+            let mut joined = m.mask(&out[..cut]).into_owned();
+            joined.extend_from_slice(&m.mask(&out[cut..]));
+            assert_eq!(joined, whole, "cut at {cut} (asked {mid})");
+        }
+        let mut m = Masker::new();
+        m.add("000");
+        assert_eq!(m.pending_suffix_len(b"x0000"), 1, "0000: the first three are masked, one may start more");
+        assert_eq!(m.pending_suffix_len(b"x00000"), 2);
+        m.add("0001");
+        assert_eq!(m.pending_suffix_len(b"x000"), 3, "a longer secret may still match");
     }
 }

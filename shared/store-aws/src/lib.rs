@@ -9,6 +9,7 @@
 
 mod counting;
 mod dynamo;
+pub mod faults;
 mod s3logs;
 mod sqs;
 mod ssm;
@@ -153,6 +154,16 @@ impl Clients {
             dynamodb = dynamodb.interceptor(c.clone());
             sqs = sqs.interceptor(c.clone());
             ssm = ssm.interceptor(c);
+        }
+        // Tests only: fails a share of requests when KILN_TEST_FAULTS is set (see faults.rs).
+        if let Some(f) = faults::from_env_logged() {
+            let f = faults::InjectFaults(f);
+            (s3, dynamodb, sqs, ssm) = (
+                s3.interceptor(f.clone()),
+                dynamodb.interceptor(f.clone()),
+                sqs.interceptor(f.clone()),
+                ssm.interceptor(f),
+            );
         }
         Self {
             dynamodb: aws_sdk_dynamodb::Client::from_conf(dynamodb.build()),
