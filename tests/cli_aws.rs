@@ -107,15 +107,7 @@ impl Dev {
     }
 
     async fn ended(&self, id: &str) -> Value {
-        self.until(id, "the build to end", Duration::from_secs(90), |b| {
-            !matches!(b["status"].as_str(), Some("pending" | "running"))
-                && b["stages"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .all(|s| !matches!(s["status"].as_str(), Some("pending" | "running")))
-        })
-        .await
+        ended_within(self, id, Duration::from_secs(90)).await
     }
 
     /// Waits until the log `key` of a build reads `want` (a hang-catching deadline).

@@ -26,31 +26,8 @@ fn fanin_yaml(stages: usize, steps: usize) -> String {
 
 /// The reports a runner would send for a build that succeeds.
 fn reports(b: &Build) -> Vec<CloudEvent> {
-    use kiln_domain::report::{
-        BuildCreated, Report, StageFinished, StageOutcome, StageStarted, StepFinished, StepStarted,
-    };
-    let ev = |r: Report| r.to_event(&b.id, "kiln://bench");
-    let mut out = vec![ev(BuildCreated { repo: b.repo.to_string(), stages: b.stages.len() }.into())];
-    for st in &b.stages {
-        let stage = st.name.clone();
-        out.push(ev(StageStarted { stage: stage.clone(), attempt: 1, runner: Some("bench".into()) }.into()));
-        for step in &st.steps {
-            let (name, number) = (step.name.clone(), step.number);
-            out.push(ev(StepStarted { stage: stage.clone(), step: name.clone(), number, attempt: 1 }.into()));
-            out.push(ev(StepFinished {
-                stage: stage.clone(),
-                step: name,
-                number,
-                attempt: 1,
-                exit_code: 0,
-                duration_ms: 1,
-                reason: None,
-            }
-            .into()));
-        }
-        let outcome = StageOutcome::Completed;
-        out.push(ev(StageFinished { stage, attempt: 1, outcome, reason: None }.into()));
-    }
+    let mut out = vec![super::fanin_scale::created(b)];
+    out.extend(super::fanin_scale::stage_reports(b, 0..b.stages.len()));
     out
 }
 

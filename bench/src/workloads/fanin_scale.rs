@@ -38,7 +38,7 @@ pub fn layered_yaml(stages: usize) -> String {
 }
 
 /// The reports a runner sends for `stages` of build `b` (which succeed), in order.
-fn stage_reports(b: &Build, stages: std::ops::Range<usize>) -> Vec<CloudEvent> {
+pub(super) fn stage_reports(b: &Build, stages: std::ops::Range<usize>) -> Vec<CloudEvent> {
     let ev = |r: Report| r.to_event(&b.id, "kiln://bench");
     let mut out = Vec::new();
     for st in &b.stages[stages] {
@@ -64,7 +64,8 @@ fn stage_reports(b: &Build, stages: std::ops::Range<usize>) -> Vec<CloudEvent> {
     out
 }
 
-fn created(b: &Build) -> CloudEvent {
+/// The report that starts `b`.
+pub(super) fn created(b: &Build) -> CloudEvent {
     Report::from(BuildCreated { repo: b.repo.to_string(), stages: b.stages.len() })
         .to_event(&b.id, "kiln://bench")
 }
