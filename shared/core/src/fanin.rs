@@ -181,13 +181,42 @@ pub async fn handle_event(
 
 /// The event that goes on with an unfinished reaction (`Reaction::unfinished`). Its id is
 /// derived from the event it follows, so a redelivery sends the same one (and the store
-/// applies it once).
+/// applies it once); see [`continuation_id`].
 fn continuation(build: &BuildId, after: &str) -> CloudEvent {
     let mut e = CloudEvent::new(CONTINUE, "kiln://fanin", build, serde_json::json!({ "after": after }));
-    e.id = format!("{after}+continue");
+    e.id = continuation_id(after);
     e
+}
+
+/// `<event id>+c1` after an event, `+c2` after that one, and so on: a chain of any length
+/// keeps ids a few characters longer than the event that started it (an SQS deduplication
+/// id takes at most 128).
+fn continuation_id(after: &str) -> String {
+    match after.rsplit_once("+c").map(|(root, n)| (root, n.parse::<u64>())) {
+        Some((root, Ok(n))) => format!("{root}+c{}", n + 1),
+        _ => format!("{after}+c1"),
+    }
 }
 
 fn retry(e: impl std::fmt::Display) -> HandleError {
     HandleError::Retry(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::continuation_id;
+
+    #[test]
+    fn continuation_ids_count_and_stay_short() {
+        let first = "0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b";
+        assert_eq!(continuation_id(first), format!("{first}+c1"));
+        let mut id = first.to_string();
+        for _ in 0..1000 {
+            id = continuation_id(&id);
+        }
+        assert_eq!(id, format!("{first}+c1000"));
+        assert!(id.len() <= 128, "{}", id.len());
+        // An id that merely contains "+c" followed by text is not a continuation's.
+        assert_eq!(continuation_id("a+cat"), "a+cat+c1");
+    }
 }
