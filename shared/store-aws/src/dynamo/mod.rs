@@ -165,6 +165,8 @@ impl DynamoStateStore {
     ) -> Result<Option<(Loaded, bool)>, StoreError> {
         let pk = pk(id);
         let mut keys = vec![key(pk.clone(), BUILD_SK.to_string())];
+        // BatchGetItem refuses a request that names a key twice.
+        let stages: std::collections::BTreeSet<&StageName> = stages.iter().collect();
         for st in stages {
             keys.push(key(pk.clone(), stage_sk(st)));
             if leases {
